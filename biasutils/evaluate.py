@@ -12,12 +12,14 @@ How items become outputs:
 - ``sequences``: the total log-likelihood of each text.
 - ``generate``: greedy decoding, batched.
 With ``finetune.lora.top_layers`` the bottom layers are frozen in every adapter, so their activations
-for an item set are computed once and shared by every model of the grid (as in training).
+for every sequence a task scores (:func:`scored_sequences`) are computed once and shared by every model
+of the grid (as in training); only generation runs the whole model per student.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from .store import Artifact, Store, canonical_json, write_jsonl, write_text_atom
 
 STAGE = "evaluate"
 VERSION = "1"
-PROMPT_CACHE_STAGE = "prompt-activations"
+TASK_CACHE_STAGE = "task-activations"
 
 
 def chat_ids(tokenizer: Any, item: Any, params: StudyParams) -> list[int]:
@@ -41,8 +43,51 @@ def chat_ids(tokenizer: Any, item: Any, params: StudyParams) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+@dataclass(frozen=True)
+class ScoredSequence:
+    """One token sequence the scorer runs through the model for an item, and its activation-cache key."""
+
+    item: int  # position of the item in the task's list
+    key: str  # the item id, or "<item id>/<k>" for an item's k-th option or text
+    ids: tuple[int, ...]
+    skip: int  # leading tokens whose log-probabilities are not scored (the prompt, or BOS)
+
+
+def first_tokens_differ(items: Sequence[Any], tokenizer: Any) -> bool:
+    """Whether every choice item's options start with distinct tokens, so one forward pass scores each item."""
+    return all(len({ids[0] for ids in _option_ids(item, tokenizer)}) == len(item.options) for item in items)
+
+
+def _option_ids(item: Any, tokenizer: Any) -> list[list[int]]:
+    return [tokenizer(option, add_special_tokens=False)["input_ids"] for option in item.options]
+
+
+def scored_sequences(items: Sequence[Any], tokenizer: Any, params: StudyParams) -> list[ScoredSequence]:
+    """The sequences behind a task's outputs, in output order; empty for generation (it is not cacheable).
+
+    ``choice`` items with distinct first tokens: the prompt alone (its last position scores every
+    option); other ``choice`` items: prompt + option, scored over the option; ``sequences`` items:
+    BOS + text, scored over the text.
+    """
+    kind = items[0].kind if items else "generate"
+    if kind == "choice" and first_tokens_differ(items, tokenizer):
+        return [ScoredSequence(i, item.id, tuple(chat_ids(tokenizer, item, params)), 0) for i, item in enumerate(items)]
+    if kind == "choice":
+        out = []
+        for i, item in enumerate(items):
+            prompt = chat_ids(tokenizer, item, params)
+            out += [ScoredSequence(i, f"{item.id}/{k}", tuple(prompt + ids), len(prompt))
+                    for k, ids in enumerate(_option_ids(item, tokenizer))]
+        return out
+    if kind == "sequences":
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        return [ScoredSequence(i, f"{item.id}/{k}", tuple(bos + tokenizer(text, add_special_tokens=False)["input_ids"]), len(bos))
+                for i, item in enumerate(items) for k, text in enumerate(item.texts)]
+    return []
+
+
 class Scorer:
-    """Outputs for items from one model; optional cached bottom-layer activations keyed by item id."""
+    """Outputs for items from one model; optional cached bottom-layer activations keyed by sequence key."""
 
     def __init__(self, model: Any, tokenizer: Any, params: StudyParams, cached: Mapping[str, torch.Tensor] | None = None,
                  batch_size: int = 16) -> None:
@@ -55,70 +100,65 @@ class Scorer:
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _hidden(self, ids: Sequence[Sequence[int]], keys: Sequence[str] | None) -> torch.Tensor:
-        """Final hidden states of left-padded sequences (from cached activations when keys are given)."""
-        from_cache = keys is not None and self.cached is not None
-        names = keys if keys is not None else [str(i) for i in range(len(ids))]
-        examples = [Example(name, tuple(seq), 0, "", "") for name, seq in zip(names, ids)]
-        batch = collate(examples, self.cached if from_cache else None, self.device, self.tokenizer.pad_token_id)
+    def _hidden(self, sequences: Sequence[ScoredSequence]) -> torch.Tensor:
+        """Final hidden states of left-padded sequences (from cached activations when the scorer has them)."""
+        examples = [Example(s.key, s.ids, 0, "", "") for s in sequences]
+        batch = collate(examples, self.cached, self.device, self.tokenizer.pad_token_id)
         with torch.inference_mode():
-            return final_hidden(self.model, batch, (self.n_frozen, self.n_layers) if from_cache else None)
+            return final_hidden(self.model, batch, (self.n_frozen, self.n_layers) if self.cached is not None else None)
 
-    def _last_logprobs(self, ids: Sequence[Sequence[int]], keys: Sequence[str] | None) -> torch.Tensor:
+    def _batches(self, sequences: Sequence[ScoredSequence]) -> Iterator[tuple[Sequence[ScoredSequence], torch.Tensor]]:
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            yield batch, self._hidden(batch)
+
+    def _last_logprobs(self, sequences: Sequence[ScoredSequence]) -> torch.Tensor:
         _, head = decoder_parts(self.model)
         out = []
-        for start in range(0, len(ids), self.batch_size):
-            hidden = self._hidden(ids[start : start + self.batch_size], keys[start : start + self.batch_size] if keys else None)
+        for _, hidden in self._batches(sequences):
             with torch.inference_mode():
                 out.append(torch.log_softmax(head(hidden[:, -1]).float(), dim=-1).cpu())
         return torch.cat(out)
 
-    def _sequence_logliks(self, ids: Sequence[Sequence[int]], skip: Sequence[int]) -> list[float]:
-        """Sum of log p(token) over each sequence, ignoring its first ``skip[i]`` tokens (the prompt)."""
+    def _sequence_logliks(self, sequences: Sequence[ScoredSequence]) -> list[float]:
+        """Sum of log p(token) over each sequence, ignoring its first ``skip`` tokens.
+
+        Left padding puts every scored tail at the end, so the LM head (a fifth of SmolLM2's FLOPs per
+        position) runs on the last positions only, not on the prompt.
+        """
         _, head = decoder_parts(self.model)
         totals: list[float] = []
-        for start in range(0, len(ids), self.batch_size):
-            batch = ids[start : start + self.batch_size]
-            hidden = self._hidden(batch, None)
+        for batch, hidden in self._batches(sequences):
+            scored = [len(seq.ids) - max(seq.skip, 1) for seq in batch]  # targets per sequence
+            window = max(scored)
             with torch.inference_mode():
-                logprobs = torch.log_softmax(head(hidden[:, :-1]).float(), dim=-1).cpu()
-            width = hidden.shape[1]
-            for i, seq in enumerate(batch):
-                offset = width - len(seq)
-                targets = torch.tensor(seq[1:])
-                picked = logprobs[i, offset : offset + len(seq) - 1].gather(1, targets[:, None]).squeeze(1)
-                totals.append(float(picked[max(skip[start + i] - 1, 0) :].sum()))
+                logprobs = torch.log_softmax(head(hidden[:, -window - 1 : -1]).float(), dim=-1).cpu()
+            for i, (seq, n) in enumerate(zip(batch, scored)):
+                targets = torch.tensor(seq.ids[len(seq.ids) - n :])
+                totals.append(float(logprobs[i, window - n :].gather(1, targets[:, None]).sum()))
         return totals
+
+    def _per_item(self, items: Sequence[Any], sequences: Sequence[ScoredSequence], scores: Sequence[float]) -> list[list[float]]:
+        out: list[list[float]] = [[] for _ in items]
+        for seq, score in zip(sequences, scores):
+            out[seq.item].append(score)
+        return out
 
     # -- the three kinds ---------------------------------------------------------------------------------
 
-    def prompt_ids(self, items: Sequence[Any]) -> list[list[int]]:
-        return [chat_ids(self.tokenizer, item, self.params) for item in items]
-
     def choice(self, items: Sequence[Any]) -> list[list[float]]:
-        prompts = self.prompt_ids(items)
-        option_ids = [[self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in item.options] for item in items]
-        if all(len({ids[0] for ids in options}) == len(options) for options in option_ids):
-            logprobs = self._last_logprobs(prompts, [item.id for item in items] if self.cached is not None else None)
-            return [[float(logprobs[i, ids[0]]) for ids in options] for i, options in enumerate(option_ids)]
-        flat = [(i, prompt + ids) for i, (prompt, options) in enumerate(zip(prompts, option_ids)) for ids in options]
-        scores = self._sequence_logliks([seq for _, seq in flat], [len(prompts[i]) for i, _ in flat])
-        out: list[list[float]] = [[] for _ in items]
-        for (i, _), score in zip(flat, scores):
-            out[i].append(score)
-        return out
+        sequences = scored_sequences(items, self.tokenizer, self.params)
+        if first_tokens_differ(items, self.tokenizer):  # one prompt per item: first-token scores
+            logprobs = self._last_logprobs(sequences)
+            return [[float(logprobs[i, ids[0]]) for ids in _option_ids(item, self.tokenizer)] for i, item in enumerate(items)]
+        return self._per_item(items, sequences, self._sequence_logliks(sequences))
 
     def sequences(self, items: Sequence[Any]) -> list[list[float]]:
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        flat = [(i, bos + self.tokenizer(t, add_special_tokens=False)["input_ids"]) for i, item in enumerate(items) for t in item.texts]
-        scores = self._sequence_logliks([seq for _, seq in flat], [len(bos)] * len(flat))
-        out: list[list[float]] = [[] for _ in items]
-        for (i, _), score in zip(flat, scores):
-            out[i].append(score)
-        return out
+        sequences = scored_sequences(items, self.tokenizer, self.params)
+        return self._per_item(items, sequences, self._sequence_logliks(sequences))
 
     def generate(self, items: Sequence[Any], max_new_tokens: int) -> list[str]:
-        prompts = self.prompt_ids(items)
+        prompts = [chat_ids(self.tokenizer, item, self.params) for item in items]
         answers = []
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]
@@ -146,25 +186,31 @@ class Scorer:
         raise ValueError(f"item kind {kind!r} is unknown; allowed: choice, sequences, generate")
 
 
-def prompt_activations(params: StudyParams, task: str, items: Sequence[Any], store: Store) -> dict[str, torch.Tensor] | None:
-    """Bottom-layer activations of a task's choice prompts, shared by every adapter (None without top_layers)."""
+def task_activations(params: StudyParams, task: str, items: Sequence[Any], store: Store) -> dict[str, torch.Tensor] | None:
+    """Bottom-layer activations of every sequence a task scores, shared by every adapter of the grid.
+
+    None without ``finetune.lora.top_layers`` (nothing is frozen) and for generation tasks.
+    """
     from safetensors.torch import load_file, save_file
 
-    from .models import load_causal_lm
+    from .models import load_causal_lm, load_tokenizer, model_dir
 
-    if params.finetune.lora.top_layers is None or not items or items[0].kind != "choice":
+    if params.finetune.lora.top_layers is None or not items:
         return None
-    model, tokenizer = load_causal_lm(params.models.student, store, resolve_device(params))
-    ids = [chat_ids(tokenizer, item, params) for item in items]
+    tokenizer = load_tokenizer(model_dir(params.models.student, store))
+    sequences = scored_sequences(items, tokenizer, params)
+    if not sequences:
+        return None
     key_params = {"student": params.models.student, "top_layers": params.finetune.lora.top_layers, "task": task,
-                  "prompts": canonical_json([[item.id, seq] for item, seq in zip(items, ids)])}
+                  "sequences": canonical_json([[s.key, s.ids] for s in sequences])}
 
     def compute(out: Path, scratch: Path) -> None:
-        examples = [Example(item.id, tuple(seq), 0, "", "") for item, seq in zip(items, ids)]
+        model, _ = load_causal_lm(params.models.student, store, resolve_device(params))
+        examples = [Example(s.key, s.ids, 0, "", "") for s in sequences]
         hidden = lower_activations(model, examples, frozen_layer_count(model, params.finetune))
         save_file({e.id: h.contiguous() for e, h in zip(examples, hidden)}, str(out / "activations.safetensors"))
 
-    artifact = store.get_or_compute(PROMPT_CACHE_STAGE, key_params, compute, version=VERSION)
+    artifact = store.get_or_compute(TASK_CACHE_STAGE, key_params, compute, version=VERSION)
     return load_file(str(artifact.file("activations.safetensors")))
 
 
@@ -180,13 +226,30 @@ def configured_task(params: StudyParams, name: str, seed: int) -> Any:
     return replace(TASKS[name], n_boot=params.evaluate.n_boot, seed=seed)
 
 
+_LOADED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def loaded_student(params: StudyParams, adapter: Artifact, store: Store, device: str) -> tuple[Any, Any]:
+    """The student with this adapter, loaded once for all tasks of a grid point (one kept in memory).
+
+    Why: loading SmolLM2 and applying an adapter takes ~6 s on the CPU, more than scoring most tasks.
+    """
+    from .finetune import load_student
+
+    key = (params.models.student, adapter.key, device)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_student(params, adapter, store, device)
+    return _LOADED[key]
+
+
 def evaluate_artifact(
     params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, task_name: str, store: Store,
     adapter: Artifact | None = None,
 ) -> Artifact:
     """Raw outputs (``outputs.jsonl``), per-sample predictions (``predictions.jsonl``) and group metrics (``metrics.csv``) of one
     fine-tuned student on one task. ``adapter`` replaces the default fine-tune (mitigations pass theirs)."""
-    from .finetune import finetune_artifact, load_student
+    from .finetune import finetune_artifact
 
     adapter = adapter or finetune_artifact(params, attribute, bias_type, ratio, seed, store)
     task = configured_task(params, task_name, seed)
@@ -198,8 +261,8 @@ def evaluate_artifact(
     }
 
     def compute(out: Path, scratch: Path) -> None:
-        model, tokenizer = load_student(params, adapter, store, resolve_device(params))
-        cached = prompt_activations(params, task_name, items, store)
+        model, tokenizer = loaded_student(params, adapter, store, resolve_device(params))
+        cached = task_activations(params, task_name, items, store)
         outputs = Scorer(model, tokenizer, params, cached).outputs(items, max_new_tokens)
         predictions, metrics = task.score(items, outputs)
         write_jsonl(({"id": item.id, "output": output} for item, output in zip(items, outputs)), out / "outputs.jsonl")

@@ -36,11 +36,32 @@ def _occupation_items(n: int) -> list[Item]:
 def test_cached_bottom_layers_give_the_same_choice_scores_as_the_full_model(trained) -> None:
     params, store, model, tokenizer = trained
     items = _occupation_items(7)
-    cached = e.prompt_activations(params, "occupation_classification", items, store)
+    cached = e.task_activations(params, "occupation_classification", items, store)
     assert cached is not None and set(cached) == {item.id for item in items}
     full = e.Scorer(model, tokenizer, params).choice(items)
     fast = e.Scorer(model, tokenizer, params, cached).choice(items)
     assert torch.allclose(torch.tensor(full), torch.tensor(fast), atol=1e-4)
+
+
+@pytest.mark.parametrize("items", [
+    [Item("m0", "choice", "Pick one.", ("yes please", "yes no")), Item("m1", "choice", "Choose.", ("the man", "the woman"))],
+    [Item("s0", "sequences", texts=("The nurse said she was tired.", "The nurse said he was tired.")),
+     Item("s1", "sequences", texts=("A short one.",))],
+], ids=["whole-continuation choices", "sequences"])
+def test_cached_bottom_layers_give_the_same_log_likelihoods_as_the_full_model(trained, items) -> None:
+    params, store, model, tokenizer = trained
+    cached = e.task_activations(params, f"cache-{items[0].kind}", items, store)
+    assert cached is not None and len(cached) == sum(len(i.options or i.texts) for i in items)
+    scorer = e.Scorer(model, tokenizer, params)
+    full = scorer.choice(items) if items[0].kind == "choice" else scorer.sequences(items)
+    fast_scorer = e.Scorer(model, tokenizer, params, cached)
+    fast = fast_scorer.choice(items) if items[0].kind == "choice" else fast_scorer.sequences(items)
+    assert [pytest.approx(row, abs=1e-3) for row in full] == fast
+
+
+def test_generation_tasks_have_no_activation_cache(trained) -> None:
+    params, store, _, _ = trained
+    assert e.task_activations(params, "gen", [Item("g", "generate", "Say hi.")], store) is None
 
 
 def test_choice_scores_are_the_first_token_log_probabilities_at_the_answer(trained) -> None:
