@@ -49,6 +49,21 @@ def test_group_values_equal_sklearn_and_fairlearn_per_group() -> None:
         assert (rows["n"] == mask.sum()).all()
 
 
+def test_mean_metric_intervals_are_scipys_bootstrap_and_agree_with_fairlearns() -> None:
+    y_true, y_pred, groups = classification(600)
+    table = stats.group_table(y_true, y_pred, groups, {"accuracy": stats.ACCURACY}, n_boot=300, seed=3)
+    fairlearn = MetricFrame(metrics={"accuracy": accuracy_score}, y_true=y_true, y_pred=y_pred, sensitive_features=groups,
+                            n_boot=300, ci_quantiles=[0.025, 0.975], random_state=3)
+    low, high = fairlearn.by_group_ci
+    for group in ("female", "male"):
+        mask = groups == group
+        row = table[table["group"] == group].iloc[0]
+        direct = scipy_stats.bootstrap(((y_true[mask] == y_pred[mask]).astype(float),), np.mean, n_resamples=300,
+                                       method="percentile", vectorized=True, random_state=3).confidence_interval
+        assert (row.ci_low, row.ci_high) == pytest.approx((direct.low, direct.high))
+        assert (row.ci_low, row.ci_high) == pytest.approx((low.at[group, "accuracy"], high.at[group, "accuracy"]), abs=0.025)
+
+
 def test_macro_f1_equals_sklearn_with_missing_classes() -> None:
     rng = np.random.default_rng(1)
     for n in (1, 5, 40):
