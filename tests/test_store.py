@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from biasutils.store import JsonlJournal, Store, artifact_key, read_jsonl, write_jsonl
+from biasutils.store import JsonlJournal, Store, artifact_key, read_jsonl, write_jsonl, write_text_atomic
 
 
 def test_key_depends_on_stage_params_inputs_and_version_but_not_key_order() -> None:
@@ -136,3 +136,13 @@ def test_journal_survives_a_torn_last_line(tmp_path: Path) -> None:
     assert reopened.read() == [{"i": 0}, {"i": 1}]
     reopened.append({"i": 2})
     assert [r["i"] for r in JsonlJournal(path).read()] == [0, 1, 2]
+
+
+def test_atomic_writes_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "report.html", "<p>shared</p>")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "report.html").read_text() == "<p>shared</p>"
