@@ -1,7 +1,10 @@
-"""Command line: ``python -m biasutils run --profile P [--stages a,b] [--set k=v ...]``.
+"""Command line: ``python -m biasutils run --profile P [--stages a,b] [--set k=v ...]`` and
+``python -m biasutils audit --original A --augmented B [...]``.
 
 Parameters are loaded and validated before anything heavy is imported, so a typo in a profile name,
-bias type or ratio fails in well under a second with a message naming the allowed values.
+bias type or ratio fails in well under a second with a message naming the allowed values. ``audit``
+imports its analysis module only once the command line parses, and checks every input file before
+any model loads.
 """
 
 from __future__ import annotations
@@ -27,24 +30,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--reports", type=Path, default=None, help="where rendered notebooks go (default: reports/)")
     run.add_argument("--force", action="store_true", help="re-render even notebooks that are current")
+    add_audit_parser(commands)
     return parser
+
+
+def add_audit_parser(commands: argparse._SubParsersAction) -> None:
+    audit = commands.add_parser(
+        "audit", help="compare augmented data with the original before training (group data, distribution, values)",
+        description="Write report.html, summary.json and rows.csv on the group-data, distribution and value "
+        "misalignment of an augmented data file against the original one.",
+    )
+    audit.add_argument("--original", type=Path, required=True, help="original data: .jsonl, .json, .csv or .parquet")
+    audit.add_argument("--augmented", type=Path, required=True, help="augmented data, same formats")
+    audit.add_argument("--text-field", default="text", help="column holding the texts (default: text)")
+    audit.add_argument("--group-field", default=None,
+                       help="column holding each row's group (default: gender inferred from the text)")
+    audit.add_argument("--label-field", default=None,
+                       help="column holding a label such as the occupation: group shares per label (default: none)")
+    audit.add_argument("--out", type=Path, default=Path("audit-report"),
+                       help="output directory (default: audit-report/)")
+    audit.add_argument("--generator", default=None,
+                       help="score this model's agreement with gender stereotypes (e.g. smollm2-135m-instruct)")
+    audit.add_argument("--embedder", default="minilm-l6",
+                       help="sentence-transformers model for the distribution tests (default: minilm-l6)")
+    audit.add_argument("--seed", type=int, default=0, help="seed of subsampling, permutations and bootstraps")
+    audit.add_argument("--max-per-side", type=int, default=500,
+                       help="texts per file embedded for the distribution tests, a seeded sample (default: 500)")
+    audit.add_argument("--force", action="store_true", help="overwrite an existing report.html in --out")
+
+
+def run_command(args: argparse.Namespace) -> str:
+    params = load_params(args.profile, args.overrides)
+    stages = args.stages.split(",") if args.stages else None
+    runner.select_stages(stages)  # validate before importing papermill and starting kernels
+    reports = args.reports or runner.REPORTS_DIR
+    rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force)
+    return f"{len(rendered)} notebook(s) current under {reports / params.profile}"
+
+
+def audit_command(args: argparse.Namespace) -> str:
+    from .audit import AuditOptions, run_audit
+
+    options = AuditOptions(
+        original=args.original, augmented=args.augmented, text_field=args.text_field, group_field=args.group_field,
+        label_field=args.label_field, out=args.out, generator=args.generator, embedder=args.embedder,
+        seed=args.seed, max_per_side=args.max_per_side, force=args.force,
+    )
+    result = run_audit(options)
+    return "\n".join([*(verdict.line() for verdict in result.verdicts), f"report: {result.report}"])
+
+
+COMMANDS = {"run": run_command, "audit": audit_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        params = load_params(args.profile, args.overrides)
-        stages = args.stages.split(",") if args.stages else None
-        runner.select_stages(stages)  # validate before importing papermill and starting kernels
-        reports = args.reports or runner.REPORTS_DIR
-        rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force)
+        message = COMMANDS[args.command](args)
     except (ParamsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except runner.RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{len(rendered)} notebook(s) current under {reports / params.profile}")
+    print(message)
     return 0
 
 
