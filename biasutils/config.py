@@ -45,7 +45,7 @@ Task = Literal[
     "discrim_eval",
 ]
 DataSource = Literal["offline", "bias_in_bios"]
-StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "report"]
+StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "report"]
 Device = Literal["auto", "cpu", "cuda"]
 
 BIAS_TYPES: tuple[str, ...] = get_args(BiasType)

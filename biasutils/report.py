@@ -28,7 +28,15 @@ def grid_points(params: StudyParams) -> list[tuple[str, str, float, int]]:
     return [(r.point["attribute"], r.point["bias_type"], r.point["ratio"], r.point["seed"]) for r in expand(evaluate, params)]
 
 
+MISALIGNMENT_PREFIX = "misalignment_"
+
+
 def collect_metrics(params: StudyParams, store: Store) -> pd.DataFrame:
+    """The whole record: every evaluation row of every (grid point, task), then the misalignment rows."""
+    return pd.concat([collect_evaluations(params, store), collect_misalignment(params, store)], ignore_index=True)
+
+
+def collect_evaluations(params: StudyParams, store: Store) -> pd.DataFrame:
     """Every metric row of every (grid point, task), with its context columns."""
     from .evaluate import evaluate_artifact
 
@@ -39,6 +47,18 @@ def collect_metrics(params: StudyParams, store: Store) -> pd.DataFrame:
             rows += record_rows(table, attribute=attribute, bias_type=bias_type, ratio=ratio,
                                 mitigation="none", seed=seed, task=task)
     return pd.DataFrame(rows, columns=list(RECORD_KEYS))
+
+
+def collect_misalignment(params: StudyParams, store: Store) -> pd.DataFrame:
+    """The three misalignments of every generated data set (05), and the generator's stereotype agreement
+    where its log-probabilities are at hand (a local generator)."""
+    from .misalign import misalign_artifact, stereotype_rows
+
+    tables = [pd.read_csv(misalign_artifact(params, attribute, bias_type, store).file("rows.csv"))
+              for attribute in params.grid.attributes for bias_type in params.grid.bias_types]
+    if params.generate.backend == "transformers":
+        tables.append(pd.DataFrame(stereotype_rows(params, store), columns=list(RECORD_KEYS)))
+    return pd.concat(tables, ignore_index=True).loc[:, list(RECORD_KEYS)]
 
 
 def write_record(metrics: pd.DataFrame, out_dir: Path) -> Path:
@@ -81,6 +101,24 @@ def gap_figure(metrics: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+MISALIGNMENT_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("misalignment_values", "js_distance_perceived", "value: JS distance to perceived share of women"),
+    ("misalignment_group", "share_female", "group data: share of women (all occupations)"),
+    ("misalignment_distribution", "c2st_auc", "distribution: classifier AUC, original vs augmented"),
+)
+
+
+def misalignment_figure(metrics: pd.DataFrame) -> plt.Figure:
+    """The three misalignments per bias type (pooled over occupations), each with its 95% interval."""
+    figure, axes = plt.subplots(1, len(MISALIGNMENT_PANELS), figsize=(4.2 * len(MISALIGNMENT_PANELS), 3.4), sharey=True)
+    for axis, (task, metric, title) in zip(axes, MISALIGNMENT_PANELS):
+        rows = metrics[(metrics.task == task) & (metrics.metric == metric) & (metrics.group == "all")]
+        rows = rows.groupby("bias_type", as_index=False)[["value", "ci_low", "ci_high"]].mean()
+        axis.errorbar(rows.value, rows.bias_type, xerr=[rows.value - rows.ci_low, rows.ci_high - rows.value], fmt="o", capsize=3)
+        axis.set_title(title, fontsize=9)
+    return figure
+
+
 def _line_with_interval(data: pd.DataFrame, color: str, label: str, **kwargs) -> None:
     data = data.groupby("ratio", as_index=False)[["value", "ci_low", "ci_high"]].mean().sort_values("ratio")
     plt.plot(data.ratio, data.value, marker="o", color=color, label=label)
@@ -92,8 +130,11 @@ def save_figures(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
     figures = Path(out_dir) / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, draw in (("accuracy_by_gender", accuracy_by_gender_figure), ("group_gaps", gap_figure)):
-        figure = draw(metrics)
+    evaluations = metrics[~metrics.task.str.startswith(MISALIGNMENT_PREFIX)]
+    drawings = (("accuracy_by_gender", accuracy_by_gender_figure, evaluations), ("group_gaps", gap_figure, evaluations),
+                ("misalignment", misalignment_figure, metrics))
+    for name, draw, rows in drawings:
+        figure = draw(rows)
         path = figures / f"{name}.png"
         figure.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(figure)

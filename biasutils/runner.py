@@ -49,6 +49,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("mix", "02_mix.ipynb", ("attribute", "bias_type", "ratio", "seed")),
     Stage("finetune", "03_finetune.ipynb", ("attribute", "bias_type", "ratio", "seed")),
     Stage("evaluate", "04_evaluate.ipynb", ("attribute", "bias_type", "ratio", "seed")),
+    Stage("misalign", "05_misalignment.ipynb", ("attribute", "bias_type")),
     Stage("report", "07_report.ipynb"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

@@ -130,19 +130,25 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     point = "attribute=gender/bias_type=contrastive-explicit"
     for expected in ["00_data.ipynb", f"{point}/01_generate.ipynb", f"{point}/ratio=0.2/seed=0/02_mix.ipynb",
                      f"{point}/ratio=0.2/seed=0/03_finetune.ipynb", f"{point}/ratio=0.2/seed=0/04_evaluate.ipynb",
-                     "attribute=gender/bias_type=none/ratio=0.0/seed=0/03_finetune.ipynb", "07_report.ipynb"]:
+                     "attribute=gender/bias_type=none/ratio=0.0/seed=0/03_finetune.ipynb",
+                     f"{point}/05_misalignment.ipynb", "07_report.ipynb"]:
         assert expected in names
-    assert len(names) == 13
+    assert len(names) == 15
     for path in rendered:
         outputs = [o for c in json.loads(path.read_text())["cells"] for o in c.get("outputs", [])]
         assert not [o for o in outputs if o["output_type"] == "error"], path
     record = pd.read_csv(reports / "smoke" / "metrics.csv")
     assert list(record.columns) == list(RECORD_KEYS)
-    assert set(record.task) == set(params.grid.tasks)
+    assert set(record.task) == set(params.grid.tasks) | {
+        "misalignment_values", "misalignment_group", "misalignment_distribution"}
     assert set(record.bias_type) == {"none", "contrastive-explicit", "contextual-implicit"}
+    misalignment = record[record.task.str.startswith("misalignment_")]
+    assert (misalignment.ratio == 1.0).all()
+    assert {"js_distance_perceived", "share_female", "chi2_p", "mmd_p", "c2st_auc", "stereotype_agreement"} <= set(
+        misalignment.metric)
     assert (record.mitigation == "none").all()
     assert {"accuracy", "accuracy_gap", "accuracy_gap_p"} <= set(record[record.task == "occupation_classification"].metric)
-    assert all((reports / "smoke" / "figures" / f).stat().st_size > 0 for f in ("accuracy_by_gender.png", "group_gaps.png"))
+    assert all((reports / "smoke" / "figures" / f).stat().st_size > 0 for f in ("accuracy_by_gender.png", "group_gaps.png", "misalignment.png"))
     before = {p: p.stat().st_mtime_ns for p in rendered}
     runner.execute(params, reports_dir=reports, progress=False)
     assert {p: p.stat().st_mtime_ns for p in rendered} == before, "a second run re-renders nothing"
