@@ -85,7 +85,9 @@ def test_a_grid_that_needs_more_augmented_samples_than_generated_fails_before_wo
 
 
 def test_profiles_name_the_stages_they_run() -> None:
-    assert load_params("smoke").stages == ["data", "generate", "mix", "finetune", "evaluate", "report"]
-    assert load_params("classroom").stages == ["data", "generate", "mix"]
+    every = ["data", "generate", "mix", "finetune", "evaluate", "misalign", "report"]
+    assert load_params("smoke").stages == every
+    assert load_params("classroom").stages == every
+    assert load_params("classroom", ["stages=[data, misalign]"]).stages == ["data", "misalign"]
     with pytest.raises(ParamsError, match=r"stages.0: 'train' is not allowed; allowed: 'data'"):
         load_params("smoke", ["stages=[train]"])
