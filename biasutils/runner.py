@@ -153,31 +153,105 @@ def execute(
     notebooks_dir: Path = NOTEBOOKS_DIR,
     force: bool = False,
     progress: bool = True,
+    jobs: int = 1,
 ) -> list[Path]:
-    """Render every (stage, point) of the plan that is not already current; return the rendered paths."""
-    import papermill
+    """Render every (stage, point) of the plan that is not already current; return the rendered paths.
+
+    Stages run in pipeline order; within a stage, up to ``jobs`` notebooks run at once (each kernel
+    gets an equal share of the cores). Concurrent notebooks that need the same expensive artifact
+    wait on the store's per-key lock, so nothing is computed twice.
+    """
     from tqdm.auto import tqdm
 
-    runs = plan(params, select_stages(stages or params.stages))
+    if jobs < 1:
+        raise ValueError(f"jobs: must be a whole number >= 1; got {jobs}")
+    selected = select_stages(stages or params.stages)
+    runs = plan(params, selected)
     code_hash = source_hash()
+    bar = tqdm(total=len(runs), desc=f"{params.profile}", unit="notebook", disable=not progress)
     rendered_paths = []
-    bar = tqdm(runs, desc=f"{params.profile}", unit="notebook", disable=not progress)
-    for run in bar:
-        notebook = notebooks_dir / run.stage.notebook
-        rendered = run.rendered_path(Path(reports_dir), params.profile)
-        expected = run_hash(run, params, notebook, code_hash)
-        rendered_paths.append(rendered)
-        if not force and is_current(rendered, expected):
-            bar.set_postfix_str(f"current: {run.label()}")
-            continue
-        bar.set_postfix_str(f"running: {run.label()}")
-        _render(papermill, run, params, overrides, notebook, rendered, notebooks_dir)
-        write_text_atomic(record_path(rendered), _record_yaml(run, params, overrides, expected))
+    for stage in selected:
+        todo = []
+        for run in expand(stage, params):
+            notebook = notebooks_dir / run.stage.notebook
+            rendered = run.rendered_path(Path(reports_dir), params.profile)
+            expected = run_hash(run, params, notebook, code_hash)
+            rendered_paths.append(rendered)
+            if not force and is_current(rendered, expected):
+                bar.update(1)
+                continue
+            todo.append(Render(run, params, tuple(overrides), notebook, rendered, notebooks_dir, expected))
+        _render_all(todo, jobs, bar)
+    bar.close()
     return rendered_paths
 
 
+@dataclass(frozen=True)
+class Render:
+    """One notebook to execute and record: everything a worker process needs."""
+
+    run: RunPoint
+    params: StudyParams
+    overrides: tuple[str, ...]
+    notebook: Path
+    rendered: Path
+    notebooks_dir: Path
+    run_hash: str
+
+    def __call__(self) -> None:
+        _render(self.run, self.params, self.overrides, self.notebook, self.rendered, self.notebooks_dir)
+        write_text_atomic(record_path(self.rendered), _record_yaml(self.run, self.params, self.overrides, self.run_hash))
+
+
+def _render_all(todo: Sequence[Render], jobs: int, bar: Any) -> None:
+    """Run one stage's renders, ``jobs`` at a time; the first failure stops new starts and is raised
+    once the running renders finish (their results and records are kept)."""
+    if jobs == 1 or len(todo) <= 1:
+        for render in todo:
+            bar.set_postfix_str(f"running: {render.run.label()}")
+            render()
+            bar.update(1)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    workers = min(jobs, len(todo))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited locks or event loops
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=share_cores, initargs=(workers,)) as pool:
+        running = {pool.submit(render): render for render in todo}
+        failure: BaseException | None = None
+        while running:
+            bar.set_postfix_str(f"running {len(running)}: " + "; ".join(r.run.label() for r in list(running.values())[:workers]))
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is None:
+                    bar.update(1)
+                elif failure is None:
+                    failure = error
+                    for pending in running:
+                        pending.cancel()  # not started yet: dropped; started: runs to the end
+        if failure is not None:
+            raise failure
+
+
+def share_cores(workers: int) -> None:
+    """Give each concurrent kernel an equal share of the cores (kernels inherit this environment).
+
+    Why: two kernels with all cores each oversubscribe the CPU; on a 2-core machine two 1-thread
+    fine-tunes finish in 0.71x the time of the same two run one after the other with 2 threads.
+    A thread count the user set explicitly is kept.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = str(max(1, cores // workers))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)
+
+
 def _render(
-    papermill: Any,
     run: RunPoint,
     params: StudyParams,
     overrides: Sequence[str],
@@ -186,6 +260,8 @@ def _render(
     notebooks_dir: Path,
 ) -> None:
     """Execute into a temporary file and rename: a killed run never leaves a half-rendered notebook."""
+    import papermill
+
     rendered.parent.mkdir(parents=True, exist_ok=True)
     partial = rendered.with_name(f".{rendered.stem}.partial.ipynb")
     failed = rendered.with_name(f"{rendered.stem}.failed.ipynb")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -86,6 +87,45 @@ def test_a_failing_notebook_stops_the_run_naming_the_notebook_and_the_error(toy_
     assert not (reports / "smoke" / "bias_type=neutral" / "ratio=0.2" / "07_toy.ipynb").exists()
 
 
+def test_parallel_jobs_overlap_share_the_cores_and_record_every_render(toy_stage, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    log = tmp_path / "executions.jsonl"
+    _notebook(toy_stage / "07_toy.ipynb", (
+        "import json, os, time\n"
+        "start = time.time(); time.sleep(1.5)\n"
+        f"open({str(log)!r}, 'a').write(json.dumps({{'point': [bias_type, ratio], 'start': start, "
+        "'end': time.time(), 'threads': os.environ.get('OMP_NUM_THREADS')}) + '\\n')"
+    ))
+    params = load_params("smoke", ["grid.bias_types=[neutral, contrastive-explicit]", "grid.ratios=[0.0, 0.1, 0.2]"])
+    reports = tmp_path / "reports"
+    rendered = runner.execute(params, [], ["toy"], reports_dir=reports, notebooks_dir=toy_stage, progress=False, jobs=2)
+
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(tuple(r["point"]) for r in runs) == sorted(
+        [("none", 0.0), ("neutral", 0.1), ("neutral", 0.2), ("contrastive-explicit", 0.1), ("contrastive-explicit", 0.2)])
+    first, second = sorted(runs, key=lambda r: r["start"])[:2]
+    assert second["start"] < first["end"], "two notebooks run at the same time"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert {r["threads"] for r in runs} == {str(max(1, cores // 2))}, "each kernel gets half the cores"
+    assert all(p.exists() and p.with_suffix(".run.yaml").exists() for p in rendered)
+    mtimes = {p: p.stat().st_mtime_ns for p in rendered}
+    runner.execute(params, [], ["toy"], reports_dir=reports, notebooks_dir=toy_stage, progress=False, jobs=2)
+    assert {p: p.stat().st_mtime_ns for p in rendered} == mtimes, "parallel renders are recorded as current"
+
+
+def test_a_failure_in_a_parallel_run_keeps_the_other_renders(toy_stage, tmp_path) -> None:
+    _notebook(toy_stage / "07_toy.ipynb", "if bias_type == 'neutral':\n    raise ValueError(f'broken {bias_type}')")
+    params = load_params("smoke", ["grid.bias_types=[neutral, contrastive-explicit]", "grid.ratios=[0.0, 0.2]"])
+    reports = tmp_path / "reports" / "smoke"
+    with pytest.raises(runner.RunError, match=r"07_toy.ipynb \[bias_type=neutral, ratio=0.2\]\), cell 3: ValueError: broken neutral"):
+        runner.execute(params, [], ["toy"], reports_dir=reports.parent, notebooks_dir=toy_stage, progress=False, jobs=2)
+    for kept in ("bias_type=none/ratio=0.0", "bias_type=contrastive-explicit/ratio=0.2"):
+        assert (reports / kept / "07_toy.ipynb").exists() and (reports / kept / "07_toy.run.yaml").exists()
+    assert (reports / "bias_type=neutral" / "ratio=0.2" / "07_toy.failed.ipynb").exists()
+    with pytest.raises(ValueError, match="jobs: must be a whole number >= 1; got 0"):
+        runner.execute(params, [], ["toy"], reports_dir=reports.parent, notebooks_dir=toy_stage, progress=False, jobs=0)
+
+
 def test_unknown_stage_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="allowed: data"):
         runner.select_stages(["data", "finetune-everything"])
@@ -125,7 +165,7 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     monkeypatch.setenv("BIAS_STORE", str(tmp_path / "store"))
     reports = tmp_path / "reports"
     params = load_params("smoke")
-    rendered = runner.execute(params, reports_dir=reports, progress=False)
+    rendered = runner.execute(params, reports_dir=reports, progress=False, jobs=2)  # concurrent stages share the store
     names = sorted(str(p.relative_to(reports / "smoke")) for p in rendered)
     point = "attribute=gender/bias_type=contrastive-explicit"
     for expected in ["00_data.ipynb", f"{point}/01_generate.ipynb", f"{point}/ratio=0.2/seed=0/02_mix.ipynb",
