@@ -204,14 +204,23 @@ class Render:
 
 
 def _render_all(todo: Sequence[Render], jobs: int, bar: Any) -> None:
-    """Run one stage's renders, ``jobs`` at a time; the first failure stops new starts and is raised
-    once the running renders finish (their results and records are kept)."""
-    if jobs == 1 or len(todo) <= 1:
-        for render in todo:
-            bar.set_postfix_str(f"running: {render.run.label()}")
-            render()
-            bar.update(1)
-        return
+    """Run one stage's renders: the first alone with every core, then the rest ``jobs`` at a time.
+
+    Why the first alone: it builds what every later point of the stage shares (the frozen layers'
+    activations of each task and of the original data); run beside others, it would build them on
+    half the cores while the others wait on its lock (the classroom's first two evaluations took
+    482 s that way, against 248 s for the first one alone). The first failure stops new starts and
+    is raised once the running renders finish (their results and records are kept).
+    """
+    for render in todo[: 1 if jobs > 1 else len(todo)]:
+        bar.set_postfix_str(f"running: {render.run.label()}")
+        render()
+        bar.update(1)
+    if jobs > 1 and len(todo) > 1:
+        _render_concurrently(todo[1:], jobs, bar)
+
+
+def _render_concurrently(todo: Sequence[Render], jobs: int, bar: Any) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -221,7 +230,7 @@ def _render_all(todo: Sequence[Render], jobs: int, bar: Any) -> None:
         running = {pool.submit(render): render for render in todo}
         failure: BaseException | None = None
         while running:
-            bar.set_postfix_str(f"running {len(running)}: " + "; ".join(r.run.label() for r in list(running.values())[:workers]))
+            bar.set_postfix_str(f"{len(running)} to go, {workers} at a time")
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 running.pop(future)
