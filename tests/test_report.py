@@ -32,5 +32,8 @@ def test_the_baseline_is_copied_under_every_bias_type_and_the_gap_table_reads_it
 def test_grid_points_train_the_baseline_once() -> None:
     params = load_params("classroom")
     points = report.grid_points(params)
-    assert len(points) == 1 + 7 * 3
+    biased_ratios = [ratio for ratio in params.grid.ratios if ratio > 0]
+    assert len(points) == 1 + len(params.grid.bias_types) * len(biased_ratios)
     assert sum(bias_type == "none" for _, bias_type, _, _ in points) == 1
+    assert ("gender", "none", 0.0, 0) in points
+    assert all(ratio > 0 for _, bias_type, ratio, _ in points if bias_type != "none")
