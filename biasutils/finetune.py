@@ -39,7 +39,7 @@ from .store import Artifact, Store, canonical_json, read_jsonl, write_text_atomi
 
 STAGE = "finetune"
 ACTIVATIONS_STAGE = "activations"
-VERSION = "1"
+VERSION = "2"  # 2: LoRA initialised from the grid seed
 
 # extra_loss(last_hidden [B,T,H], attention_mask [B,T], sources, groups) -> scalar tensor
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Sequence[str], Sequence[str]], torch.Tensor]
@@ -279,24 +279,29 @@ def lora_config(finetune: Finetune, n_layers: int, n_frozen: int) -> Any:
     )
 
 
-def trainable_student(params: StudyParams, store: Store, device: str) -> tuple[nn.Module, Any, str]:
-    """The student with fresh LoRA adapters, from the backend asked for (or peft when unsloth cannot load)."""
+def trainable_student(params: StudyParams, store: Store, device: str, seed: int) -> tuple[nn.Module, Any, str]:
+    """The student with fresh LoRA adapters, from the backend asked for (or peft when unsloth cannot load).
+
+    Why the seed: LoRA draws its A matrices at random; left to the global generator, the same params
+    trained a different adapter in every kernel (classroom accuracies moved by up to 0.08 between runs).
+    """
     from .models import load_causal_lm
 
     ft = params.finetune
     if ft.backend == "unsloth":
-        loaded = _unsloth_student(params, store)
+        loaded = _unsloth_student(params, store, seed)
         if loaded is not None:
             return (*loaded, "unsloth")
     from peft import get_peft_model
 
     model, tokenizer = load_causal_lm(params.models.student, store, device)
     n_layers = decoder_parts(model)[0].config.num_hidden_layers
+    torch.manual_seed(seed)
     peft_model = get_peft_model(model, lora_config(ft, n_layers, frozen_layer_count(model, ft)))
     return peft_model, tokenizer, "peft"
 
 
-def _unsloth_student(params: StudyParams, store: Store) -> tuple[nn.Module, Any] | None:
+def _unsloth_student(params: StudyParams, store: Store, seed: int) -> tuple[nn.Module, Any] | None:
     """unsloth's model and adapter, or None with a warning where it cannot load (no GPU, not installed)."""
     try:
         from unsloth import FastLanguageModel  # raises NotImplementedError, not ImportError, without a GPU
@@ -315,7 +320,7 @@ def _unsloth_student(params: StudyParams, store: Store) -> tuple[nn.Module, Any]
     )
     model = FastLanguageModel.get_peft_model(
         model, r=ft.lora.r, lora_alpha=ft.lora.alpha, lora_dropout=ft.lora.dropout,
-        target_modules=list(ft.lora.target_modules), bias="none", random_state=params.seed,
+        target_modules=list(ft.lora.target_modules), bias="none", random_state=seed,
         use_gradient_checkpointing="unsloth",
     )
     if tokenizer.pad_token is None:
@@ -454,7 +459,7 @@ def finetune_artifact(
     device = resolve_device(params)
 
     def compute(out: Path, scratch: Path) -> None:
-        model, tokenizer, backend_used = trainable_student(params, store, device)
+        model, tokenizer, backend_used = trainable_student(params, store, device, seed)
         rows = read_jsonl(mix.file("train.jsonl"))
         examples = encode(rows, tokenizer, ft, group_field="gender_name" if attribute == "gender" else "culture")
         n_frozen = frozen_layer_count(model, ft) if backend_used == "peft" else 0

@@ -83,7 +83,7 @@ def test_labels_cover_exactly_the_answer_tokens(store) -> None:
 
 def test_the_extra_loss_sees_hidden_states_and_source_flags(store, tmp_path) -> None:
     params = load_params("smoke", FAST)
-    model, tokenizer, _ = f.trainable_student(params, store, "cpu")
+    model, tokenizer, _ = f.trainable_student(params, store, "cpu", 0)
     examples = f.encode(_rows(store, params), tokenizer, params.finetune)
     seen = []
 
@@ -101,7 +101,7 @@ def test_the_extra_loss_sees_hidden_states_and_source_flags(store, tmp_path) -> 
 
 def test_an_adapter_that_changes_nothing_is_refused(store) -> None:
     params = load_params("smoke")
-    model, tokenizer, _ = f.trainable_student(params, store, "cpu")  # fresh LoRA: B = 0, no change
+    model, tokenizer, _ = f.trainable_student(params, store, "cpu", 0)  # fresh LoRA: B = 0, no change
     batch = f.collate(f.encode(_rows(store, params)[:4], tokenizer, params.finetune), None, "cpu", tokenizer.pad_token_id)
     with pytest.raises(f.FinetuneError, match="changes the answer logits by at most 0.00e\\+00"):
         f.check_adapter_changes_outputs(model, batch, None)
@@ -121,7 +121,7 @@ def test_unsloth_without_a_gpu_falls_back_to_peft_with_a_clear_warning(store, mo
     monkeypatch.setattr(sys, "meta_path", [_RaisingFinder(), *sys.meta_path])
     params = load_params("smoke", ["finetune.backend=unsloth", "finetune.lora.top_layers=null"])
     with pytest.warns(UserWarning, match="unsloth cannot load here \\(NotImplementedError: Unsloth cannot find"):
-        model, _, used = f.trainable_student(params, store, "cpu")
+        model, _, used = f.trainable_student(params, store, "cpu", 0)
     assert used == "peft" and hasattr(model, "disable_adapter")
 
 
@@ -156,3 +156,22 @@ def test_a_killed_training_resumes_from_its_last_epoch(tmp_path) -> None:
     curve = json.loads(artifact.file("loss.json").read_text())
     assert curve[: len(checkpoint["curve"])] == checkpoint["curve"], "the first epoch was not trained again"
     assert {c["epoch"] for c in curve} == {0, 1, 2}
+
+
+def test_the_same_params_train_the_same_adapter_whatever_the_kernel_drew_before(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from biasutils.mix import mix_artifact
+
+    params = load_params("smoke", FAST)
+    curves, weights = [], []
+    for earlier_seed in (1, 2):
+        store = Store(tmp_path / str(earlier_seed))
+        mix_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)  # cached, as in a later kernel
+        torch.manual_seed(earlier_seed)  # stands in for whatever a kernel drew from the global generator before
+        artifact = f.finetune_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
+        curves.append([step["loss"] for step in json.loads(artifact.file("loss.json").read_text())])
+        weights.append(load_file(artifact.path / "adapter" / "adapter_model.safetensors"))
+    assert curves[0] == curves[1]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
