@@ -203,6 +203,11 @@ class Finetune(_Strict):
     max_length: PositiveInt = 256
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute layer activations in the backward pass (peft backend): less GPU memory, ~1/3 more "
+        "compute, the same numbers; unsloth always checkpoints its own way",
+    )
     system: str = "You classify biographies by occupation."
     instruction: str = (
         "Which occupation is this biography about: architect, dentist, nurse, painter, professor or software engineer?"

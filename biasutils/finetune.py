@@ -298,6 +298,8 @@ def trainable_student(params: StudyParams, store: Store, device: str, seed: int)
     n_layers = decoder_parts(model)[0].config.num_hidden_layers
     torch.manual_seed(seed)
     peft_model = get_peft_model(model, lora_config(ft, n_layers, frozen_layer_count(model, ft)))
+    if ft.gradient_checkpointing:
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model, tokenizer, "peft"
 
 
@@ -453,7 +455,11 @@ def finetune_artifact(
     ft = params.finetune
     key_params = {
         "student": params.models.student, "attribute": attribute, "seed": seed,
-        "finetune": {**ft.model_dump(mode="json"), "lr": ft.lr[attribute], "epochs": ft.epochs[attribute]},
+        # gradient checkpointing trades memory for time and leaves every number as it was: not in the key
+        "finetune": {
+            **ft.model_dump(mode="json", exclude={"gradient_checkpointing"}),
+            "lr": ft.lr[attribute], "epochs": ft.epochs[attribute],
+        },
         "extra_loss": dict(extra_loss_key or {"name": "none"}),
     }
     device = resolve_device(params)

@@ -175,3 +175,20 @@ def test_the_same_params_train_the_same_adapter_whatever_the_kernel_drew_before(
     assert curves[0] == curves[1]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tmp_path) -> None:
+    from biasutils.mix import mix_artifact
+
+    curves, keys = [], []
+    for checkpointing in (False, True):
+        params = load_params("smoke", [*FAST, f"finetune.gradient_checkpointing={str(checkpointing).lower()}"])
+        store = Store(tmp_path / str(checkpointing))
+        mix_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
+        model, _, _ = f.trainable_student(params, store, "cpu", 0)
+        assert model.is_gradient_checkpointing is checkpointing
+        artifact = f.finetune_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
+        curves.append([step["loss"] for step in json.loads(artifact.file("loss.json").read_text())])
+        keys.append(artifact.key)
+    assert keys[0] == keys[1]
+    assert curves[0] == pytest.approx(curves[1], rel=1e-5)
