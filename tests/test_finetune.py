@@ -18,7 +18,7 @@ import torch
 from biasutils import finetune as f
 from biasutils.config import load_params
 from biasutils.models import load_causal_lm
-from biasutils.store import Store, read_jsonl
+from biasutils.store import Artifact, Store, read_jsonl
 
 FAST = ["finetune.lr={gender: 0.002, culture: 0.002}"]
 
@@ -158,19 +158,30 @@ def test_a_killed_training_resumes_from_its_last_epoch(tmp_path) -> None:
     assert {c["epoch"] for c in curve} == {0, 1, 2}
 
 
+def _store_with_a_mix(params, root) -> Store:
+    """A fresh store whose mix is already cached, as in every kernel after the mix stage."""
+    from biasutils.mix import mix_artifact
+
+    store = Store(root)
+    mix_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
+    return store
+
+
+def _train(params, store: Store) -> tuple[Artifact, list[float]]:
+    artifact = f.finetune_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
+    return artifact, [step["loss"] for step in json.loads(artifact.file("loss.json").read_text())]
+
+
 def test_the_same_params_train_the_same_adapter_whatever_the_kernel_drew_before(tmp_path) -> None:
     from safetensors.torch import load_file
-
-    from biasutils.mix import mix_artifact
 
     params = load_params("smoke", FAST)
     curves, weights = [], []
     for earlier_seed in (1, 2):
-        store = Store(tmp_path / str(earlier_seed))
-        mix_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)  # cached, as in a later kernel
+        store = _store_with_a_mix(params, tmp_path / str(earlier_seed))
         torch.manual_seed(earlier_seed)  # stands in for whatever a kernel drew from the global generator before
-        artifact = f.finetune_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
-        curves.append([step["loss"] for step in json.loads(artifact.file("loss.json").read_text())])
+        artifact, curve = _train(params, store)
+        curves.append(curve)
         weights.append(load_file(artifact.path / "adapter" / "adapter_model.safetensors"))
     assert curves[0] == curves[1]
     assert weights[0].keys() == weights[1].keys()
@@ -178,17 +189,14 @@ def test_the_same_params_train_the_same_adapter_whatever_the_kernel_drew_before(
 
 
 def test_gradient_checkpointing_trains_the_same_adapter(tmp_path) -> None:
-    from biasutils.mix import mix_artifact
-
     curves, keys = [], []
     for checkpointing in (False, True):
         params = load_params("smoke", [*FAST, f"finetune.gradient_checkpointing={str(checkpointing).lower()}"])
-        store = Store(tmp_path / str(checkpointing))
-        mix_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
+        store = _store_with_a_mix(params, tmp_path / str(checkpointing))
         model, _, _ = f.trainable_student(params, store, "cpu", 0)
         assert model.is_gradient_checkpointing is checkpointing
-        artifact = f.finetune_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store)
-        curves.append([step["loss"] for step in json.loads(artifact.file("loss.json").read_text())])
+        artifact, curve = _train(params, store)
+        curves.append(curve)
         keys.append(artifact.key)
     assert keys[0] == keys[1]
     assert curves[0] == pytest.approx(curves[1], rel=1e-5)
