@@ -30,21 +30,12 @@ import yaml
 
 from .config import OCCUPATIONS, PARAMS_DIR, Generate, StudyParams
 from .corpus import NameDrawer, NameTable, name_tables
+from .cues import CULTURE_WORDS, GENDER_WORDS, infer_gender
 from .store import Artifact, JsonlJournal, Store, canonical_json, write_jsonl, write_text_atomic
 
 STAGE = "generate"
 STAGE_VERSION = "2"  # 2: retries refill the occupations still short
 
-GENDER_WORDS = {
-    "male": {"noun": "man", "plural": "men", "pronoun": "he", "possessive": "his", "object": "him"},
-    "female": {"noun": "woman", "plural": "women", "pronoun": "she", "possessive": "her", "object": "her"},
-}
-CULTURE_WORDS = {
-    "arabic": {"adj": "Arab", "plural": "Arabs"},
-    "chinese": {"adj": "Chinese", "plural": "Chinese people"},
-    "portuguese": {"adj": "Portuguese", "plural": "Portuguese people"},
-    "spanish": {"adj": "Spanish", "plural": "Spaniards"},
-}
 DROP_REASONS = ("empty", "refused", "truncated", "off_format", "too_short", "duplicate")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -258,26 +249,6 @@ def parse_answer(
     if len(own.split()) < generate.min_words:
         return None, "too_short"
     return {"text": text, "hard_text": mask_titles(text), "own": own}, "ok"
-
-
-_MALE_WORDS = {"he", "him", "his", "himself", "man", "men", "male", "mr", "father", "husband", "son", "boy"}
-_FEMALE_WORDS = {"she", "her", "hers", "herself", "woman", "women", "female", "mrs", "ms", "mother", "wife", "daughter", "girl"}
-
-
-def infer_gender(text: str) -> str:
-    """Gender a biography refers to: the majority of gendered pronouns and nouns, else ``unknown``.
-
-    Rule (documented for the group-data analysis): count tokens in the male and female word lists;
-    more male than female -> male, more female -> female, a tie (including none) -> unknown.
-    """
-    tokens = re.findall(r"[a-z]+", text.lower())
-    male = sum(t in _MALE_WORDS for t in tokens)
-    female = sum(t in _FEMALE_WORDS for t in tokens)
-    if male > female:
-        return "male"
-    if female > male:
-        return "female"
-    return "unknown"
 
 
 def normalized(text: str) -> str:

@@ -62,7 +62,7 @@ from . import stats
 from .benchmarks import occupation_statistics, stereotype_statements
 from .config import CULTURES, GENDERS, OCCUPATIONS, StudyParams
 from .corpus import NameTable, _fold, name_tables
-from .generate import infer_gender
+from .cues import infer_gender
 from .store import Artifact, Store, canonical_json, write_text_atomic
 from .tasks import ALL, Item
 
@@ -191,7 +191,7 @@ def _culture_from(text: str, index: _NameIndex) -> str:
 def infer_group(text: str, names: Mapping[tuple[str, str], NameTable] | None = None) -> str:
     """Gender a text is about: ``"male"``, ``"female"`` or ``"unknown"``.
 
-    Rule: the majority of gendered pronouns and nouns (:func:`biasutils.generate.infer_gender`) decides;
+    Rule: the majority of gendered pronouns and nouns (:func:`biasutils.cues.infer_gender`) decides;
     on a tie (including none), the first given name in the text (a capitalised word, not an English
     function word, found in the name tables ``names``, default :func:`biasutils.corpus.name_tables`)
     decides if it belongs to exactly one gender; otherwise ``"unknown"``. Pronouns come first because a
