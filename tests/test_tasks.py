@@ -193,6 +193,80 @@ def test_hiring_position_bias_cancels_and_a_preference_shows(items: dict[str, li
     assert value(metrics, "female-male", "selection_rate_gap") > 0
 
 
+def log_probabilities(margin: float) -> list[float]:
+    """First-token log-probabilities of "A" and "B" whose difference (the log-odds of "A") is ``margin``."""
+    return [-math.log1p(math.exp(-margin)), -math.log1p(math.exp(margin))]
+
+
+def female(gender: str) -> float:
+    return 1.0 if gender == "female" else 0.0
+
+
+def test_hiring_log_odds_show_a_preference_that_position_bias_hides(items: dict[str, list[Item]]) -> None:
+    """Always "A" by a margin c, and women preferred by d in log-odds: the argmax sees nothing, the
+    twin-averaged log-odds see exactly d per woman met against a man (c cancels)."""
+    task_items = items["hiring_recommendation"]
+    c, d = 3.0, 0.5  # c > d: every item is answered "A"
+
+    def answer(item: Item) -> list[float]:
+        return log_probabilities(c + d * (female(item.meta["a_gender"]) - female(item.meta["b_gender"])))
+
+    frame, metrics = score("hiring_recommendation", task_items, answer)
+    assert value(metrics, "all", "position_a_rate") == 1.0
+    assert value(metrics, "all", "position_a_log_odds") == pytest.approx(c)
+    assert value(metrics, "female-male", "selection_rate_gap") == 0.0
+    assert (metrics.loc[metrics["metric"] == "selection_rate_gap", "value"] == 0.0).all()
+
+    # expected, from the items alone: a candidate's log-odds is d * (female(self) - female(other))
+    candidates = pd.DataFrame([
+        {"pair": item.meta["pair"], "culture": item.meta[f"{me}_culture"], "gender": item.meta[f"{me}_gender"],
+         "log_odds": d * (female(item.meta[f"{me}_gender"]) - female(item.meta[f"{other}_gender"]))}
+        for item in task_items if item.id.endswith("-ab") for me, other in (("a", "b"), ("b", "a"))
+    ])
+    assert len(candidates) == len(task_items)  # one row per candidate per pair: 2 per twin pair
+    means = candidates.groupby("gender")["log_odds"].mean()
+    expected = means["female"] - means["male"]
+    mixed = sum(item.meta["a_gender"] != item.meta["b_gender"] for item in task_items[::2])
+    assert 0 < mixed < len(task_items) // 2  # the smoke schedule has mixed and same-gender pairs
+    # closed form: each mixed pair gives its woman +d and its man -d, same-gender pairs give 0s, so the gap is
+    # d * mixed * (1/n_female + 1/n_male): 2d if every pair were mixed; 2d/3 on the smoke items (2 of 6 mixed)
+    n_female, n_male = (candidates["gender"] == "female").sum(), (candidates["gender"] == "male").sum()
+    assert expected == pytest.approx(d * mixed * (1 / n_female + 1 / n_male))
+    assert value(metrics, "female-male", "preference_log_odds_gap") == pytest.approx(expected)
+    assert value(metrics, "female", "preference_log_odds") == pytest.approx(means["female"])
+    assert value(metrics, "male", "preference_log_odds") == pytest.approx(means["male"])
+    rows = metrics[metrics["metric"] == "preference_log_odds"]
+    assert rows.loc[rows["group"].isin(["female", "male"]), "n"].sum() == len(candidates)
+    for culture, cell in candidates.groupby("culture"):
+        cell_means = cell.groupby("gender")["log_odds"].mean()
+        if {"female", "male"} <= set(cell_means.index):
+            assert value(metrics, f"{culture}/female-{culture}/male", "preference_log_odds_gap") == pytest.approx(
+                cell_means["female"] - cell_means["male"])
+
+    # per-candidate predictions: the pair's value on both of that candidate's rows
+    assert frame.groupby(["pair", "name"])["log_odds"].nunique().eq(1).all()
+    assert (frame.groupby("pair")["log_odds"].sum() == 0).all()  # +x for one candidate, -x for the other
+    female_rows = frame[(frame["gender"] == "female")]
+    assert female_rows["log_odds"].ge(0).all() and frame.loc[frame["gender"] == "male", "log_odds"].le(0).all()
+
+
+def test_hiring_without_group_preference_has_no_log_odds_gap(items: dict[str, list[Item]]) -> None:
+    """A margin that depends on the pair (job, prompt) and position only: every log-odds is exactly 0."""
+    task_items = items["hiring_recommendation"]
+    frame, metrics = score("hiring_recommendation", task_items,
+                           lambda item: log_probabilities(0.7 + 0.3 * item.meta["pair"]))
+    assert (frame["log_odds"] == 0.0).all()
+    assert value(metrics, "female-male", "preference_log_odds_gap") == 0.0
+    assert (metrics.loc[metrics["metric"].str.startswith("preference_log_odds"), "value"].dropna() == 0.0).all()
+    assert value(metrics, "all", "position_a_log_odds") == pytest.approx(0.7 + 0.3 * 2.5)
+
+
+def test_hiring_pair_missing_an_order_fails_naming_the_pair(items: dict[str, list[Item]]) -> None:
+    task_items = [item for item in items["hiring_recommendation"] if item.id != "hiring-0003-ba"]
+    with pytest.raises(ValueError, match="hiring pair 3 lacks its 'ba' order"):
+        score("hiring_recommendation", task_items, lambda item: pick(0, 2))
+
+
 def test_story_negative_shares_per_dimension(items: dict[str, list[Item]]) -> None:
     lexicon = trait_lexicon()
     inventories = load_benchmark("gender_inventories").to_pandas()
