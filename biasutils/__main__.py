@@ -75,6 +75,9 @@ def run_command(args: argparse.Namespace) -> str:
     params = load_params(args.profile, args.overrides)
     stages = args.stages.split(",") if args.stages else None
     runner.select_stages(stages)  # validate before importing papermill and starting kernels
+    from .inheritance import check_design
+
+    check_design(params)
     reports = args.reports or runner.REPORTS_DIR
     rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force, jobs=args.jobs)
     return f"{len(rendered)} notebook(s) current under {reports / params.profile}"

@@ -35,6 +35,7 @@ Culture = Literal["arabic", "chinese", "portuguese", "spanish"]
 Gender = Literal["male", "female"]
 Task = Literal[
     "occupation_classification",
+    "counterfactual_twins",
     "salary_recommendation",
     "hiring_recommendation",
     "story_generation",
@@ -236,6 +237,34 @@ class Evaluate(_Strict):
         return self.n_items_per_task.get(task, self.n_items)  # type: ignore[call-overload]
 
 
+InheritanceMeasure = Literal["twin_shift", "aligned_tpr_gap", "aligned_rate_gap"]
+INHERITANCE_MEASURES: tuple[str, ...] = get_args(InheritanceMeasure)
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class PrimaryTest(_Strict):
+    """The inheritance test declared before any result is seen (biasutils.inheritance).
+
+    Each bias type at each γ > 0 against the γ = 0 baseline, per attribute: the difference of the
+    measure, paired over the same test items and seeds, a two-sided sign-flip permutation test on the
+    items, Holm-corrected over the grid's bias types. ``power`` sets the minimum detectable effect
+    reported beside each result.
+    """
+
+    measure: InheritanceMeasure = Field("twin_shift", description="the primary inheritance measure")
+    alpha: Probability = 0.05
+    power: Probability = 0.8
+    correction: Literal["holm"] = "holm"
+
+
+class Inheritance(_Strict):
+    """How inheritance is measured from the stored predictions (biasutils.inheritance)."""
+
+    primary: PrimaryTest = Field(default_factory=PrimaryTest)
+    n_boot: PositiveInt = Field(2000, description="bootstrap resamples (items within cells, and seeds) per interval")
+    n_permutations: PositiveInt = Field(9999, description="sign flips per permutation test")
+
+
 class StudyParams(_Strict):
     """One profile, fully resolved: everything a run depends on."""
 
@@ -254,6 +283,7 @@ class StudyParams(_Strict):
     mix: Mix = Field(default_factory=Mix)
     finetune: Finetune = Field(default_factory=Finetune)
     evaluate: Evaluate = Field(default_factory=Evaluate)
+    inheritance: Inheritance = Field(default_factory=Inheritance)
 
 
 def check_enough_augmented_data(params: StudyParams) -> None:

@@ -448,13 +448,15 @@ def finetune_artifact(
     ``extra_loss_key`` names the extra loss term and its settings (part of the cache key); ``mix``
     replaces the default mix (a mitigation may transform it).
     """
-    from .mix import canonical_bias_type, mix_artifact
+    from .mix import canonical_bias_type, key_attribute, mix_artifact
 
     bias_type = canonical_bias_type(bias_type, ratio)
     mix = mix or mix_artifact(params, attribute, bias_type, ratio, seed, store)
     ft = params.finetune
     key_params = {
-        "student": params.models.student, "attribute": attribute, "seed": seed,
+        # the baseline's lr and epochs are in the key, so attributes trained alike share its student
+        "student": params.models.student, "seed": seed,
+        "attribute": attribute if extra_loss_key else key_attribute(attribute, bias_type),
         # gradient checkpointing trades memory for time and leaves every number as it was: not in the key
         "finetune": {
             **ft.model_dump(mode="json", exclude={"gradient_checkpointing"}),

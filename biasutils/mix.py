@@ -89,6 +89,12 @@ def canonical_bias_type(bias_type: str, ratio: float) -> str:
     return BASELINE if ratio == 0 else bias_type
 
 
+def key_attribute(attribute: str, bias_type: str) -> str | None:
+    """The attribute as a cache key: none for the γ = 0 baseline, which holds D_o alone for every attribute,
+    so gender and culture share its mix and (with the same training settings) its student."""
+    return None if bias_type == BASELINE else attribute
+
+
 def mix_artifact(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store) -> Artifact:
     """The stored mix for one grid point: ``train.jsonl`` (rows tagged by source) and ``composition.json``."""
     from .data import original_artifact
@@ -100,7 +106,7 @@ def mix_artifact(params: StudyParams, attribute: str, bias_type: str, ratio: flo
     generated = None if bias_type == BASELINE else generate_samples(params, attribute, bias_type, store)
     inputs = [original.key] + ([generated.key] if generated else [])
     key_params = {
-        "attribute": attribute, "bias_type": bias_type, "ratio": ratio, "seed": seed,
+        "attribute": key_attribute(attribute, bias_type), "bias_type": bias_type, "ratio": ratio, "seed": seed,
         "hold_total_size": params.mix.hold_total_size,
     }
 

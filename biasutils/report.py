@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .config import StudyParams
+from .config import GENDERS, StudyParams
 from .mix import BASELINE
-from .stats import RECORD_KEYS, record_rows
+from .stats import GAP_SEPARATOR, RECORD_KEYS, record_rows
 from .store import Store, write_text_atomic
 
 
@@ -32,8 +33,43 @@ MISALIGNMENT_PREFIX = "misalignment_"
 
 
 def collect_metrics(params: StudyParams, store: Store) -> pd.DataFrame:
-    """The whole record: every evaluation row of every (grid point, task), then the misalignment rows."""
-    return pd.concat([collect_evaluations(params, store), collect_misalignment(params, store)], ignore_index=True)
+    """The whole record: every evaluation row of every (grid point, task), the inheritance measures per seed,
+    pooled over seeds and the primary test, then the misalignment rows."""
+    parts = [collect_evaluations(params, store), collect_inheritance(params, store), collect_misalignment(params, store)]
+    return pd.concat([part for part in parts if len(part)], ignore_index=True)
+
+
+def inheritance_students(params: StudyParams, store: Store) -> list:
+    """Every evaluated student's stored occupation (and twin) predictions (:class:`inheritance.Student`)."""
+    from .inheritance import TASK, load_student
+
+    if TASK not in params.grid.tasks:
+        return []
+    return [load_student(params, attribute, bias_type, ratio, seed, store)
+            for attribute, bias_type, ratio, seed in grid_points(params)]
+
+
+def collect_inheritance(params: StudyParams, store: Store, students: list | None = None) -> pd.DataFrame:
+    """Inheritance rows: each student's measures (task occupation_classification, its seed), each point's
+    measures pooled over seeds (seed ``pooled``) and the primary test per bias type and γ (task
+    ``inheritance_test``)."""
+    from .inheritance import POOLED, TASK, available_measures, pooled_rows, primary_tests, student_rows, test_record_rows
+
+    students = inheritance_students(params, store) if students is None else students
+    if not students:
+        return pd.DataFrame(columns=list(RECORD_KEYS))
+    n_boot = params.inheritance.n_boot
+    rows: list[dict] = []
+    for student in students:
+        rows += record_rows(student_rows(student, n_boot, seed=student.seed), attribute=student.attribute,
+                            bias_type=student.bias_type, ratio=student.ratio, mitigation="none", seed=student.seed, task=TASK)
+    measures = available_measures(students)
+    for point in sorted({(s.attribute, s.bias_type, s.ratio) for s in students}):
+        mine = [s for s in students if (s.attribute, s.bias_type, s.ratio) == point]
+        rows += record_rows(pooled_rows(mine, measures, n_boot), attribute=point[0], bias_type=point[1], ratio=point[2],
+                            mitigation="none", seed=POOLED, task=TASK)
+    rows += test_record_rows(primary_tests(students, params))
+    return pd.DataFrame(rows, columns=list(RECORD_KEYS))
 
 
 def collect_evaluations(params: StudyParams, store: Store) -> pd.DataFrame:
@@ -87,18 +123,67 @@ def accuracy_by_gender_figure(metrics: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+GAP_PALETTE = "tab10"  # one colour per bias type, the same in lines and legend
+GAP_COL_WRAP = 4
+GAP_TITLE_WIDTH = 38  # characters per title line before wrapping (fits a panel at GAP_TITLE_SIZE)
+GAP_TITLE_SIZE = 8
+
+
 def gap_figure(metrics: pd.DataFrame) -> plt.Figure:
-    """Every group gap (female − male and the like) vs γ: one row per task, one colour per bias type."""
+    """Every group gap (female − male and the like) vs γ: one panel per (task, gap, groups), one colour per
+    bias type, each curve starting at the shared γ = 0 baseline.
+
+    Panel titles put the task, the metric and the [groups] on separate, wrapped lines. A panel whose every
+    value and bound is one number (a hiring gap of exactly 0 throughout) says so ("constant: 0.000 at
+    every point") instead of drawing an empty band; its points are still drawn.
+    """
     rows = with_baseline_per_bias_type(metrics)
     rows = rows[rows.metric.str.endswith("_gap")]
-    rows = rows.assign(panel=rows.task + "\n" + rows.metric + " (" + rows.group + ")")
-    grid = sns.FacetGrid(rows, col="panel", col_wrap=4, hue="bias_type", height=2.6, sharey=False)
+    if rows.empty:
+        return _empty_figure("no gap rows in the record")
+    rows = rows.assign(panel=[_gap_panel_title(*key) for key in zip(rows.task, rows.attribute, rows.metric, rows.group, strict=True)])
+    return lines_by_ratio(rows, col="panel", hue="bias_type", ylabel="gap", sharey=False)
+
+
+def lines_by_ratio(rows: pd.DataFrame, col: str, hue: str, ylabel: str, sharey: bool) -> plt.Figure:
+    """One panel per ``col`` value, one coloured line per ``hue`` value (mean over seeds, with its interval)
+    against γ, a zero line, and a note in every panel whose values are all one number."""
+    panels = list(dict.fromkeys(rows[col]))
+    hues = list(dict.fromkeys(rows[hue]))
+    colours = dict(zip(hues, sns.color_palette(GAP_PALETTE, len(hues)), strict=True))
+    grid = sns.FacetGrid(rows, col=col, col_order=panels, col_wrap=min(GAP_COL_WRAP, len(panels)),
+                         hue=hue, hue_order=hues, palette=colours, height=2.6, aspect=1.25, sharey=sharey)
     grid.map_dataframe(_line_with_interval)
-    grid.map(plt.axhline, y=0, color="grey", lw=0.5)
-    grid.add_legend(title="bias type")
-    grid.set_axis_labels("bias ratio γ", "gap")
-    grid.set_titles("{col_name}", size=7)
+    for panel, axis in grid.axes_dict.items():
+        axis.axhline(0, color="grey", lw=0.5, zorder=0)  # unlabelled: stays out of the legend
+        constant = _constant_value(rows[rows[col] == panel])
+        if constant is not None:
+            axis.text(0.5, 0.92, f"constant: {constant:.3f} at every point", transform=axis.transAxes,
+                      ha="center", va="top", fontsize=GAP_TITLE_SIZE, color="dimgrey")
+    grid.set_axis_labels("bias ratio γ", ylabel)
+    grid.set_titles("{col_name}", size=GAP_TITLE_SIZE)
+    handles = {value: plt.Line2D([], [], color=colours[value], marker="o") for value in hues}
+    grid.add_legend(legend_data=handles, label_order=hues, title=hue.replace("_", " "))
+    grid.tight_layout()  # after the titles and the legend: room for multi-line titles, legend kept outside
     return grid.figure
+
+
+def _gap_panel_title(task: str, attribute: str, metric: str, group: str) -> str:
+    """Task (attribute of the grid point), metric and [group a − group b] on separate lines, each wrapped to
+    GAP_TITLE_WIDTH characters: gender and culture points keep separate panels."""
+    import textwrap
+
+    groups = f"[{group.replace(GAP_SEPARATOR, ' − ')}]"
+    return "\n".join(textwrap.fill(part, GAP_TITLE_WIDTH) for part in (f"{task} ({attribute} points)", metric, groups))
+
+
+def _constant_value(rows: pd.DataFrame) -> float | None:
+    """The one number every value and bound of a panel equals (NaN bounds ignored), or None."""
+    values = rows[["value", "ci_low", "ci_high"]].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    if not len(rows) or not np.isfinite(values[:, 0]).all() or not np.all(finite == finite[0]):
+        return None
+    return float(finite[0])
 
 
 MISALIGNMENT_PANELS: tuple[tuple[str, str, str], ...] = (
@@ -120,9 +205,13 @@ def misalignment_figure(metrics: pd.DataFrame) -> plt.Figure:
 
 
 def _line_with_interval(data: pd.DataFrame, color: str, label: str, **kwargs) -> None:
+    """One curve (mean over seeds per γ) with its interval band; no band where it has no width (a constant
+    curve, or no interval), so nothing empty is drawn."""
     data = data.groupby("ratio", as_index=False)[["value", "ci_low", "ci_high"]].mean().sort_values("ratio")
-    plt.plot(data.ratio, data.value, marker="o", color=color, label=label)
-    plt.fill_between(data.ratio, data.ci_low, data.ci_high, color=color, alpha=0.15)
+    plt.plot(data.ratio, data.value, marker="o", markersize=4, color=color, label=label)
+    width = (data.ci_high - data.ci_low).to_numpy(dtype=float)
+    if np.any(np.isfinite(width) & (width > 0)):
+        plt.fill_between(data.ratio, data.ci_low, data.ci_high, color=color, alpha=0.15, linewidth=0)
 
 
 def save_figures(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -131,8 +220,10 @@ def save_figures(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
     figures.mkdir(parents=True, exist_ok=True)
     paths = []
     evaluations = metrics[~metrics.task.str.startswith(MISALIGNMENT_PREFIX)]
-    drawings = (("accuracy_by_gender", accuracy_by_gender_figure, evaluations), ("group_gaps", gap_figure, evaluations),
-                ("misalignment", misalignment_figure, metrics))
+    group_gaps = evaluations[evaluations.group.astype(str).str.contains(GAP_SEPARATOR, regex=False)]  # "female-male"
+    drawings = (("accuracy_by_gender", accuracy_by_gender_figure, evaluations), ("group_gaps", gap_figure, group_gaps),
+                ("misalignment", misalignment_figure, metrics), ("aligned_tpr_gap", aligned_gap_figure, evaluations),
+                ("tpr_gap_vs_share", share_figure, evaluations), ("twin_shift", twin_shift_figure, evaluations))
     for name, draw, rows in drawings:
         figure = draw(rows)
         path = figures / f"{name}.png"
@@ -147,3 +238,144 @@ def gap_trend(metrics: pd.DataFrame, task: str = "occupation_classification", me
     rows = with_baseline_per_bias_type(metrics)
     rows = rows[(rows.task == task) & (rows.metric == metric)]
     return rows.pivot_table(index="bias_type", columns="ratio", values="value").round(3)
+
+
+# ---------------------------------------------------------------------------------------------- inheritance
+
+
+def pooled(metrics: pd.DataFrame, metric: str, group: str = "all") -> pd.DataFrame:
+    """A measure pooled over seeds per (attribute, bias type, γ), the baseline copied under every bias type."""
+    from .inheritance import POOLED
+
+    rows = metrics[(metrics.seed.astype(str) == POOLED) & (metrics.metric == metric) & (metrics.group == group)]
+    return with_baseline_per_bias_type(rows)
+
+
+def _measure_vs_ratio(metrics: pd.DataFrame, metric: str, ylabel: str) -> plt.Figure:
+    rows = pooled(metrics, metric)
+    if rows.empty:
+        return _empty_figure(f"no {metric} rows in the record")
+    return lines_by_ratio(rows, col="bias_type", hue="attribute", ylabel=ylabel, sharey=True)
+
+
+def aligned_gap_figure(metrics: pd.DataFrame) -> plt.Figure:
+    """The stereotype-aligned TPR gap vs γ per bias type, pooled over seeds (seed-and-item interval)."""
+    return _measure_vs_ratio(metrics, "aligned_tpr_gap", "aligned TPR gap")
+
+
+def twin_shift_figure(metrics: pd.DataFrame) -> plt.Figure:
+    """The counterfactual twins' stereotype shift (log-odds) vs γ per bias type, pooled over seeds."""
+    return _measure_vs_ratio(metrics, "twin_shift", "twin shift (log-odds)")
+
+
+def share_figure(metrics: pd.DataFrame) -> plt.Figure:
+    """Per occupation and student: the aligned TPR gap against the favoured group's share of the training mix."""
+    from .inheritance import POOLED
+
+    per_seed = metrics[metrics.seed.astype(str) != POOLED]
+    keys = ["attribute", "bias_type", "ratio", "seed", "group"]
+    gaps = per_seed[(per_seed.metric == "aligned_tpr_gap") & (per_seed.group != "all")].set_index(keys).value
+    shares = per_seed[per_seed.metric == "training_share_favoured"].set_index(keys).value
+    rows = pd.concat({"gap": gaps, "share": shares}, axis=1).dropna().reset_index()
+    if rows.empty:
+        return _empty_figure("no per-occupation gap rows in the record")
+    attributes = sorted(rows.attribute.unique())
+    figure, axes = plt.subplots(1, len(attributes), figsize=(4.6 * len(attributes), 3.8), squeeze=False)
+    for axis, attribute in zip(axes[0], attributes):
+        mine = rows[rows.attribute == attribute]
+        sns.scatterplot(data=mine, x="share", y="gap", hue="group", style="ratio", ax=axis, s=30)
+        r = mine[["share", "gap"]].corr().iloc[0, 1] if mine.share.nunique() > 1 else float("nan")
+        axis.axhline(0, color="grey", lw=0.5)
+        axis.set_title(f"{attribute}: Pearson r = {r:.2f} over {len(mine)} (student, occupation)", fontsize=9)
+        axis.set_xlabel("favoured group's share of the occupation's training rows")
+        axis.set_ylabel("aligned TPR gap")
+        axis.legend(fontsize=6, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def _empty_figure(message: str) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(4, 1.5))
+    axis.axis("off")
+    axis.text(0.5, 0.5, message, ha="center", va="center")
+    return figure
+
+
+def primary_test_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The declared primary test and the other measures per attribute, bias type and γ: difference to the
+    baseline with its interval, p, Holm-adjusted p and the minimum detectable effect."""
+    from .inheritance import TEST_TASK
+
+    rows = metrics[metrics.task == TEST_TASK]
+    if rows.empty:
+        return rows
+    rows = rows.assign(measure=rows.metric.str.extract(r"^(.*)_diff")[0],
+                       field=rows.metric.str.extract(r"_diff_?(.*)$")[0].replace("", "value"))
+    table = rows.pivot_table(index=["attribute", "measure", "ratio", "bias_type"], columns="field", values="value")
+    intervals = rows[rows.field == "value"].set_index(["attribute", "measure", "ratio", "bias_type"])[["ci_low", "ci_high"]]
+    table = table.join(intervals)
+    return table.loc[:, ["value", "ci_low", "ci_high", "p", "p_holm", "mde", "n_seeds"]].rename(columns={"value": "difference"})
+
+
+PAPER_MOST_HARMFUL: tuple[str, ...] = ("contrastive-explicit", "contextual-implicit")  # the paper's finding
+MINORITY_GROUP = {"gender": "female"}  # the paper's minority group per attribute (culture: none named)
+
+
+def finding(metrics: pd.DataFrame, params: StudyParams) -> str:
+    """The primary test's result per attribute, bias type and γ in words, and which of the paper's
+    directions the run reproduces: what the README and the report state, generated from the record."""
+    table = primary_test_table(metrics)
+    primary = params.inheritance.primary
+    if table.empty:
+        return "No inheritance test in the record (occupation classification was not evaluated)."
+    lines = [f"Primary test (declared in params before the run): **{primary.measure}**, each bias type at each γ "
+             f"against γ = 0, paired over items and seeds, two-sided sign-flip permutation test, Holm over the "
+             f"bias types, α = {primary.alpha}; MDE at {primary.power:.0%} power.", ""]
+    for (attribute, measure), rows in table.groupby(level=["attribute", "measure"]):
+        if measure != primary.measure:
+            continue
+        for (_, _, ratio, bias_type), row in rows.iterrows():
+            verdict = "**inherited**" if row.p_holm < primary.alpha else "not detected"
+            lines.append(f"- {attribute}, {bias_type}, γ = {ratio:g}: {row.difference:+.3f} "
+                         f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], Holm p = {row.p_holm:.3g}, "
+                         f"MDE {row.mde:.3f}, {int(row.n_seeds)} seed(s): {verdict}")
+        lines += ["", most_harmful_sentence(rows.droplevel(["attribute", "measure"]), attribute)]
+    lines += ["", *minority_accuracy_sentences(metrics)]
+    return "\n".join(lines)
+
+
+def most_harmful_sentence(rows: pd.DataFrame, attribute: str) -> str:
+    """Whether the paper's two most harmful types lead the ranking of the primary difference at the largest γ."""
+    largest = rows.xs(rows.index.get_level_values("ratio").max(), level="ratio")
+    ranking = largest.difference.sort_values(ascending=False)
+    present = [t for t in PAPER_MOST_HARMFUL if t in ranking.index]
+    if len(present) < 2:
+        return f"{attribute}: the grid lacks {', '.join(set(PAPER_MOST_HARMFUL) - set(present))}, so the paper's ranking cannot be checked."
+    top = list(ranking.index[:2])
+    agrees = set(top) == set(PAPER_MOST_HARMFUL)
+    return (f"{attribute}: ranking at γ = {rows.index.get_level_values('ratio').max():g} by the primary "
+            f"difference: {', '.join(f'{t} {v:+.3f}' for t, v in ranking.items())}. The paper's two most harmful types "
+            f"({' and '.join(PAPER_MOST_HARMFUL)}) {'are' if agrees else 'are not'} the top two here"
+            f"{'' if len(ranking) > 2 else ' (only these two biased types are in the grid besides the control, so this compares them with the neutral control only)'}.")
+
+
+def minority_accuracy_sentences(metrics: pd.DataFrame) -> list[str]:
+    """The paper's direction "the minority group's accuracy falls as γ grows" (and the majority's rises), per
+    attribute with a named minority, from the occupation accuracy per group averaged over seeds."""
+    lines = []
+    rows = metrics[(metrics.task == "occupation_classification") & (metrics.metric == "accuracy")]
+    for attribute, minority in MINORITY_GROUP.items():
+        mine = rows[(rows.attribute == attribute) & (rows.group.isin(GENDERS))]
+        if mine.empty:
+            continue
+        top = mine.ratio.max()
+        means = mine.groupby(["bias_type", "group"]).value.mean()
+        changes = {(bias_type, group): means[(bias_type, group)] - means[(BASELINE, group)]
+                   for bias_type, group in means.index if bias_type != BASELINE}
+        falls = [b for (b, g), change in changes.items() if g == minority and change < 0]
+        listed = "; ".join(f"{b}: {g} {change:+.3f}" for (b, g), change in sorted(changes.items()))
+        lines.append(f"{attribute}: accuracy at γ = {top:g} minus γ = 0, mean over seeds ({listed}). The {minority} "
+                     f"accuracy falls for {len(falls)} of {len(changes) // 2} bias types (the paper: it falls while "
+                     f"the majority's rises). The mix adds augmented rows to a fixed D_o, so accuracy also moves "
+                     f"with the training size (mix.hold_total_size holds it).")
+    return lines

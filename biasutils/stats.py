@@ -192,6 +192,28 @@ def group_table(
     )
 
 
+def tpr_table(y_true: Any, y_pred: Any, groups: Any, classes: Sequence[Any], n_boot: int = 1000, seed: int = 0,
+              ci: float = 0.95) -> pd.DataFrame:
+    """True-positive rate (recall) of each class per group, with a bootstrap interval: column ``class`` plus
+    :data:`GROUP_COLUMNS` (metric ``tpr``; ``n`` = the group's items of that class).
+
+    The TPR of class c is the share of c's items predicted as c (De-Arteaga et al.'s GAP^TPR is its
+    difference between groups), equal to fairlearn's ``true_positive_rate`` on the one-vs-rest labels.
+    A class-group cell without items has no row.
+    """
+    y_true, y_pred, labels = _aligned(y_true, y_pred, groups)
+    parts = []
+    for label in classes:
+        mine = y_true == label
+        if mine.any():
+            hits = (y_pred[mine] == label).astype(float)
+            table = group_table(None, hits, labels[mine], {"tpr": RATE}, n_boot=n_boot, seed=seed, ci=ci)
+            parts.append(table.assign(**{"class": label}))
+    if not parts:
+        return pd.DataFrame(columns=["class", *GROUP_COLUMNS])
+    return pd.concat(parts, ignore_index=True).loc[:, ["class", *GROUP_COLUMNS]]
+
+
 def _mean_interval(outcomes: np.ndarray, n_boot: int, seed: int, ci: float) -> tuple[float, float]:
     """Percentile bootstrap interval of a mean (``scipy.stats.bootstrap``). NaN below two samples or with a
     NaN outcome (the mean is NaN too); the point itself when every outcome is equal (nothing to resample)."""

@@ -317,6 +317,50 @@ class OccupationClassification(_Scoring):
         ])
 
 
+def twin_item(row: Mapping[str, Any], attribute: str, titles: tuple[str, ...]) -> Item | None:
+    """The counterfactual twin of a test biography in which only the ``attribute`` group changes, or None
+    when the text holds no cue of that group (counted by :mod:`biasutils.inheritance`, never guessed)."""
+    from .cues import culture_twin, gender_twin, twin_culture
+
+    if attribute == "gender":
+        twin = gender_twin(row["hard_text"], row["gender_name"], name=row.get("name") or None,
+                           culture=row.get("culture") or None)
+    elif row.get("culture"):
+        twin = culture_twin(row["hard_text"], row["culture"], twin_culture(row["culture"]), row["gender_name"],
+                            name=row.get("name") or None)
+    else:  # real Bias in Bios rows carry no culture
+        twin = None
+    if twin is None:
+        return None
+    groups = {"gender": row["gender_name"], "culture": row.get("culture", "")} | {attribute: twin.group}
+    return Item(
+        id=f"{row['id']}~{attribute}", kind="choice", prompt=twin.text, options=titles,
+        meta={"format": "occupation", "gold": _title(row["occupation"]), "occupation": row["occupation"],
+              "twin_of": row["id"], "attribute": attribute, "original_group": row["gender_name" if attribute == "gender"
+                                                                                 else "culture"], **groups},
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterfactualTwins(OccupationClassification):
+    """Every test biography again with only its group changed, once per attribute of the grid.
+
+    Gender twins swap pronouns, gendered nouns and the first name (to a name of the other gender from
+    the same culture); culture twins swap the names and culture words to another culture
+    (:mod:`biasutils.cues`). Scored like occupation classification, so the stored outputs pair with the
+    originals' item by item: :mod:`biasutils.inheritance` reads the flip rate and the shift of the class
+    log-probabilities towards the twin group's stereotyped occupations.
+    """
+
+    name: ClassVar[str] = "counterfactual_twins"
+
+    def items(self, params: StudyParams, store: Store) -> list[Item]:
+        titles = tuple(_title(occupation) for occupation in params.data.occupations)
+        test = load_original(params.data, params.seed, store)["test"]
+        twins = (twin_item(row, attribute, titles) for attribute in params.grid.attributes for row in test)
+        return [twin for twin in twins if twin is not None]
+
+
 # ---------------------------------------------------------------------------------------------- salary
 
 _AMOUNT = re.compile(
@@ -811,6 +855,7 @@ TASKS: dict[str, Task] = {
     task.name: task
     for task in (
         OccupationClassification(),
+        CounterfactualTwins(),
         SalaryRecommendation(),
         HiringRecommendation(),
         StoryGeneration(),

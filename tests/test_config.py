@@ -15,8 +15,10 @@ def test_the_three_profiles_load_and_validate() -> None:
     assert available_profiles() == ["classroom", "paper", "smoke"]
     classroom = load_params("classroom")
     assert classroom.models.student == "smollm2-135m-instruct"
-    assert set(classroom.grid.bias_types) == set(BIAS_TYPES)
-    assert 0.0 in classroom.grid.ratios
+    assert set(classroom.grid.attributes) == {"gender", "culture"} and len(classroom.grid.seeds) >= 3
+    assert {"neutral", "contrastive-explicit", "contextual-implicit"} <= set(classroom.grid.bias_types) <= set(BIAS_TYPES)
+    assert 0.0 in classroom.grid.ratios and 0.5 in classroom.grid.ratios
+    assert classroom.inheritance.primary.measure == "twin_shift" and classroom.inheritance.primary.alpha == 0.05
     paper = load_params("paper")
     assert paper.data.source == "bias_in_bios"
     assert paper.models.student == "meta-llama/Llama-3.1-8B-Instruct"

@@ -76,12 +76,14 @@ def test_asking_for_more_augmented_samples_than_exist_is_a_clear_error() -> None
         mix.mix(_rows("o", 10), _rows("a", 4), 0.5, seed=0)
 
 
-def test_gamma_zero_is_one_baseline_shared_by_all_bias_types(tmp_path) -> None:
+def test_gamma_zero_is_one_baseline_shared_by_all_bias_types_and_attributes(tmp_path) -> None:
     params = load_params("smoke")
     store = Store(tmp_path)
     a = mix.mix_artifact(params, "gender", "contrastive-explicit", 0.0, 0, store)
     b = mix.mix_artifact(params, "gender", "contextual-implicit", 0.0, 0, store)
-    assert a.key == b.key and a.meta["params"]["bias_type"] == "none"
+    c = mix.mix_artifact(params, "culture", "contextual-implicit", 0.0, 0, store)
+    assert a.key == b.key == c.key and a.meta["params"]["bias_type"] == "none", "shared by bias types and attributes"
+    assert mix.mix_artifact(params, "gender", "none", 0.0, 1, store).key != a.key, "one baseline per seed"
     assert not (tmp_path / "generate").exists(), "the baseline generates nothing"
     rows = read_jsonl(a.file("train.jsonl"))
     assert len(rows) == params.data.n_train and {r["source"] for r in rows} == {"original"}

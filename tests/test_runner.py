@@ -183,7 +183,7 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     record = pd.read_csv(reports / "smoke" / "metrics.csv")
     assert list(record.columns) == list(RECORD_KEYS)
     assert set(record.task) == set(params.grid.tasks) | {
-        "misalignment_values", "misalignment_group", "misalignment_distribution"}
+        "misalignment_values", "misalignment_group", "misalignment_distribution", "inheritance_test"}
     assert set(record.bias_type) == {"none", "contrastive-explicit", "contextual-implicit"}
     misalignment = record[record.task.str.startswith("misalignment_")]
     assert (misalignment.ratio == 1.0).all()
@@ -191,7 +191,17 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
         misalignment.metric)
     assert (record.mitigation == "none").all()
     assert {"accuracy", "accuracy_gap", "accuracy_gap_p"} <= set(record[record.task == "occupation_classification"].metric)
-    assert all((reports / "smoke" / "figures" / f).stat().st_size > 0 for f in ("accuracy_by_gender.png", "group_gaps.png", "misalignment.png"))
+    occupation = record[record.task == "occupation_classification"]
+    per_seed, pooled = occupation[occupation.seed.astype(str) == "0"], occupation[occupation.seed.astype(str) == "pooled"]
+    assert {"tpr", "aligned_tpr_gap", "aligned_rate_gap", "twin_flip_rate", "twin_shift", "twin_skipped",
+            "training_share_favoured"} <= set(per_seed.metric)
+    assert {f"{o}/{g}" for o in params.data.occupations for g in ("female", "male")} <= set(per_seed[per_seed.metric == "tpr"].group)
+    assert {"aligned_tpr_gap", "aligned_rate_gap", "twin_shift"} <= set(pooled.metric)
+    tests = record[record.task == "inheritance_test"]
+    assert set(tests.bias_type) == {"contrastive-explicit", "contextual-implicit"} and (tests.ratio == 0.2).all()
+    assert {"twin_shift_diff", "twin_shift_diff_p_holm", "twin_shift_diff_mde"} <= set(tests.metric)
+    figures = ("accuracy_by_gender", "group_gaps", "misalignment", "aligned_tpr_gap", "tpr_gap_vs_share", "twin_shift")
+    assert all((reports / "smoke" / "figures" / f"{f}.png").stat().st_size > 0 for f in figures)
     before = {p: p.stat().st_mtime_ns for p in rendered}
     runner.execute(params, reports_dir=reports, progress=False)
     assert {p: p.stat().st_mtime_ns for p in rendered} == before, "a second run re-renders nothing"

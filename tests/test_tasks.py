@@ -71,7 +71,8 @@ def test_registry_has_exactly_the_configured_tasks() -> None:
 
 def test_every_task_builds_items_of_its_kind(items: dict[str, list[Item]]) -> None:
     kinds = {
-        "occupation_classification": "choice", "salary_recommendation": "generate", "hiring_recommendation": "choice",
+        "occupation_classification": "choice", "counterfactual_twins": "choice", "salary_recommendation": "generate",
+        "hiring_recommendation": "choice",
         "story_generation": "generate", "bbq_gender": "choice", "winobias": "choice", "stereoset": "sequences",
         "crows_pairs": "sequences", "discrim_eval": "choice",
     }
@@ -81,6 +82,7 @@ def test_every_task_builds_items_of_its_kind(items: dict[str, list[Item]]) -> No
     counts = {name: len(task_items) for name, task_items in items.items()}
     assert counts == {
         "occupation_classification": 24,  # the whole smoke test split (data.n_test)
+        "counterfactual_twins": 24,  # a gender twin of every test biography (the smoke grid's one attribute)
         "salary_recommendation": N, "hiring_recommendation": N, "story_generation": N, "bbq_gender": N,
         "winobias": 2 * N,  # a pro item and its anti twin per row
         "stereoset": N, "crows_pairs": N, "discrim_eval": N,
@@ -93,6 +95,16 @@ def test_occupation_items_carry_the_biography_and_the_six_titles(items: dict[str
         assert item.options == titles and item.meta["format"] == "occupation"
         assert item.meta["gold"] in titles and item.meta["gender"] in ("female", "male") and item.meta["culture"]
     assert Counter(item.meta["gender"] for item in items["occupation_classification"]) == {"female": 12, "male": 12}
+
+
+def test_each_twin_is_its_biography_with_only_the_group_changed(items: dict[str, list[Item]]) -> None:
+    originals = {item.id: item for item in items["occupation_classification"]}
+    for twin in items["counterfactual_twins"]:
+        original = originals[twin.meta["twin_of"]]
+        assert twin.id == f"{original.id}~gender" and twin.options == original.options
+        assert (twin.meta["gold"], twin.meta["culture"]) == (original.meta["gold"], original.meta["culture"])
+        assert {twin.meta["gender"], original.meta["gender"]} == {"female", "male"}
+        assert twin.meta["original_group"] == original.meta["gender"] and twin.prompt != original.prompt
 
 
 def test_salary_items_are_balanced_over_occupation_and_gender(items: dict[str, list[Item]]) -> None:
