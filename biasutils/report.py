@@ -379,3 +379,40 @@ def minority_accuracy_sentences(metrics: pd.DataFrame) -> list[str]:
                      f"the majority's rises). The mix adds augmented rows to a fixed D_o, so accuracy also moves "
                      f"with the training size (mix.hold_total_size holds it).")
     return lines
+
+
+def size_plan(params: StudyParams, store: Store, item_factors: tuple[int, ...] = (1, 2, 4, 8),
+              seed_counts: tuple[int, ...] = (3, 5, 10)) -> pd.DataFrame:
+    """Minimum detectable effects of each measure at larger designs, from the variance this run measured.
+
+    Per attribute and measure, the squared standard error of the biased points at the largest γ (mean over
+    bias types) is split into its item and seed parts (:func:`inheritance.variance_parts`) and rescaled to
+    ``factor`` x the test items and to other seed counts, at the declared α (Holm's strictest step over the
+    bias types) and power: what a user must pay for a smaller MDE.
+    """
+    from .inheritance import available_measures, planned_mde, variance_parts
+
+    students = inheritance_students(params, store)
+    primary, n_boot = params.inheritance.primary, params.inheritance.n_boot
+    rows = []
+    for attribute in params.grid.attributes:
+        mine = [s for s in students if s.attribute == attribute]
+        if not mine:
+            continue
+        baselines = [s for s in mine if s.bias_type == BASELINE]
+        top = max(s.ratio for s in mine)
+        points = sorted({s.bias_type for s in mine if s.ratio == top and s.bias_type != BASELINE})
+        if not (baselines and points):
+            continue
+        for measure in available_measures(mine):
+            parts = np.mean([variance_parts([s for s in mine if (s.bias_type, s.ratio) == (b, top)], baselines, measure, n_boot)
+                             for b in points], axis=0)
+            n_items = len(baselines[0].pair_ids(measure))
+            for factor in item_factors:
+                for seeds in seed_counts:
+                    rows.append({"attribute": attribute, "measure": measure, "test_items": n_items * factor, "seeds": seeds,
+                                 "mde": planned_mde(*parts, n_items, len(params.grid.seeds), n_items * factor, seeds,
+                                                    primary.alpha, primary.power, len(points))})
+    if not rows:
+        return pd.DataFrame(columns=["attribute", "measure", "test_items", *seed_counts])
+    return pd.DataFrame(rows).pivot_table(index=["attribute", "measure", "test_items"], columns="seeds", values="mde")

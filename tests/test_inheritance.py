@@ -236,3 +236,15 @@ def test_a_twin_shift_primary_without_the_twin_task_fails_before_any_work() -> N
                            "grid.tasks=[occupation_classification]"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "inheritance.primary.measure" in done.stderr and "counterfactual_twins" in done.stderr
+
+
+def test_planned_mde_scales_the_item_and_seed_variance_parts_apart() -> None:
+    students, baselines = _pair(np.random.default_rng(9), strength=0.5)
+    items, seeds = inh.variance_parts(students, baselines, "twin_shift", n_boot=1000)
+    assert items > 0 and seeds > 0, "seed-to-seed training noise is planted, so both parts exist"
+    measured = inh.compare_to_baseline(students, baselines, "twin_shift", n_boot=1000, n_permutations=99)
+    same = inh.planned_mde(items, seeds, 240, 3, 240, 3, 0.05, 0.8)
+    assert same == pytest.approx(inh.minimum_detectable_effect(measured.standard_error, 0.05, 0.8), rel=0.05)
+    assert inh.planned_mde(items, seeds, 240, 3, 960, 3, 0.05, 0.8) < same
+    assert inh.planned_mde(items, 0.0, 240, 3, 960, 3, 0.05, 0.8) == pytest.approx(
+        inh.planned_mde(items, 0.0, 240, 3, 240, 3, 0.05, 0.8) / 2)
