@@ -248,7 +248,8 @@ class PrimaryTest(_Strict):
     Each bias type at each γ > 0 against the γ = 0 baseline, per attribute: the difference of the
     measure, paired over the same test items and seeds, a two-sided sign-flip permutation test on the
     items, Holm-corrected over the grid's bias types. ``power`` sets the minimum detectable effect
-    reported beside each result.
+    reported beside each result. The record also holds a Wald test whose error includes the
+    between-seed spread (``_p_wald``): the permutation test holds the items' variation given the seeds.
     """
 
     measure: InheritanceMeasure = Field("twin_shift", description="the primary inheritance measure")

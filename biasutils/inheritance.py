@@ -30,6 +30,9 @@ several are pooled, so the interval holds the between-seed spread; and the prima
 γ = 0 baseline, per-item differences averaged over seeds (the same seed's baseline), a two-sided
 sign-flip permutation test over items (``scipy.stats.permutation_test``), Holm-corrected over the bias
 types, with the minimum detectable effect at the declared power from the bootstrap standard error.
+The permutation test holds the items' variation given the seeds; beside it, a Wald test on the
+seed-and-item bootstrap standard error (``p_wald``) holds the between-seed spread too, the same error
+as the interval and the MDE. Where the two disagree the finding says so.
 """
 
 from __future__ import annotations
@@ -198,13 +201,15 @@ def twin_shift_terms(twins: Twins, favoured: Mapping[str, str]) -> np.ndarray:
         return np.array([[favoured[o] == g for o in occupations] for g in groups], dtype=bool)
 
     towards, away = stereotyped(twins.twin.group), stereotyped(twins.original.group)
-    terms = []
+    total, count = np.zeros(len(twins.twin.ids)), np.zeros(len(twins.twin.ids))
     for sets, sign in ((towards, 1.0), (away, -1.0)):
-        defined = sets.any(axis=1) & (~sets).any(axis=1)
-        change = stereotype_log_odds(twins.twin.logprobs, sets) - stereotype_log_odds(twins.original.logprobs, sets)
-        terms.append(np.where(defined, sign * change, np.nan))
-    shifts = np.nanmean(np.vstack(terms), axis=0) if len(twins.twin.ids) else np.array([])
-    return np.nan_to_num(shifts) / max(len(shifts), 1)
+        defined = sets.any(axis=1) & (~sets).any(axis=1)  # a group with no stereotyped occupation has no term
+        change = (stereotype_log_odds(twins.twin.logprobs[defined], sets[defined])
+                  - stereotype_log_odds(twins.original.logprobs[defined], sets[defined]))
+        total[defined] += sign * change
+        count[defined] += 1
+    shifts = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    return shifts / max(len(shifts), 1)
 
 
 def twin_flips(twins: Twins) -> np.ndarray:
@@ -462,7 +467,8 @@ class Comparison:
     ci_low: float
     ci_high: float
     standard_error: float
-    p_value: float
+    p_value: float  # the declared test: sign flips over items of the seed-averaged differences (given these seeds)
+    p_wald: float  # difference / the seed-and-item bootstrap standard error, normal: holds the between-seed spread
     n_items: int
     n_seeds: int
 
@@ -480,10 +486,17 @@ def compare_to_baseline(students: Sequence[Student], baselines: Sequence[Student
         raise InheritanceError("the baseline and the point scored different items; rerun both with the same data")
     differences = point - base
     totals = bootstrap_totals(differences, cells, n_boot, seed)
-    first = students[0]
-    return Comparison(first.attribute, first.bias_type, first.ratio, measure, float(differences.mean(axis=0).sum()),
-                      *percentile_interval(totals), float(np.std(totals, ddof=1)),
-                      sign_flip_p(differences.mean(axis=0), n_permutations, seed), differences.shape[1], differences.shape[0])
+    first, difference, standard_error = students[0], float(differences.mean(axis=0).sum()), float(np.std(totals, ddof=1))
+    return Comparison(first.attribute, first.bias_type, first.ratio, measure, difference, *percentile_interval(totals),
+                      standard_error, sign_flip_p(differences.mean(axis=0), n_permutations, seed),
+                      wald_p(difference, standard_error), differences.shape[1], differences.shape[0])
+
+
+def wald_p(difference: float, standard_error: float) -> float:
+    """Two-sided normal p of difference / standard error (1 when both are 0: no difference, no spread)."""
+    if not standard_error > 0:
+        return 1.0 if difference == 0 else 0.0
+    return float(2 * scipy_stats.norm.sf(abs(difference) / standard_error))
 
 
 def variance_parts(students: Sequence[Student], baselines: Sequence[Student], measure: str, n_boot: int,
@@ -528,6 +541,7 @@ def primary_tests(students: Sequence[Student], params: StudyParams) -> pd.DataFr
     frame["primary"] = frame["measure"] == settings.primary.measure
     family = frame.groupby(["attribute", "ratio", "measure"])
     frame["p_holm"] = family["p_value"].transform(lambda p: pd.Series(holm(p.to_numpy()), index=p.index))
+    frame["p_wald_holm"] = family["p_wald"].transform(lambda p: pd.Series(holm(p.to_numpy()), index=p.index))
     frame["tests"] = family["p_value"].transform("size")
     alpha, power = settings.primary.alpha, settings.primary.power
     frame["mde"] = [minimum_detectable_effect(se, alpha, power, k) for se, k in zip(frame.standard_error, frame.tests)]
@@ -551,6 +565,8 @@ def test_record_rows(tests: pd.DataFrame) -> list[dict[str, Any]]:
         rows += [head | _row("vs_baseline", name, test["difference"], test["ci_low"], test["ci_high"], n),
                  head | _row("vs_baseline", f"{name}_p", test["p_value"], n=n),
                  head | _row("vs_baseline", f"{name}_p_holm", test["p_holm"], n=n),
+                 head | _row("vs_baseline", f"{name}_p_wald", test["p_wald"], n=n),
+                 head | _row("vs_baseline", f"{name}_p_wald_holm", test["p_wald_holm"], n=n),
                  head | _row("vs_baseline", f"{name}_mde", test["mde"], n=n),
                  head | _row("vs_baseline", f"{name}_n_seeds", test["n_seeds"], n=n)]
     return rows

@@ -834,6 +834,22 @@ def share_female_figure(generated: pd.DataFrame, original: pd.DataFrame,
     return figure
 
 
+def group_share_figure(shares: pd.DataFrame, attribute: str) -> plt.Figure:
+    """Who appears per occupation in the generated and the original data (a :func:`group_shares` frame with a
+    ``data`` column): the share of women against the references for gender, each culture's share for culture."""
+    generated, original = shares[shares.data == AUGMENTED], shares[shares.data == ORIGINAL]
+    if attribute == "gender":
+        return share_female_figure(generated, original)
+    rows = shares[shares.occupation != ALL]
+    grid = sns.catplot(data=rows, x="occupation", y="share", hue="group", col="data", kind="point", dodge=0.4,
+                       linestyle="none", errorbar=None, height=3.2, aspect=1.4)
+    for axis in grid.axes.flat:
+        axis.axhline(1 / len(CULTURES), color="grey", lw=0.5)
+        axis.tick_params(axis="x", labelrotation=20)
+    grid.set_axis_labels("", "share of the occupation's samples")
+    return grid.figure
+
+
 # ---------------------------------------------------------------------------------------------- record rows
 
 
@@ -912,7 +928,8 @@ def misalignment_rows(
 
 STAGE = "misalign"
 STEREOTYPE_STAGE = "stereotype-agreement"
-VERSION = "1"
+VERSION = "2"  # 2: a culture's empty values table keeps its columns (version 1 wrote an unreadable empty file)
+STEREOTYPE_VERSION = "1"
 TEXT_FIELD = "hard_text"  # what the student is trained on: the biography without its title sentence
 N_PERMUTATIONS = 1000
 
@@ -956,7 +973,8 @@ def misalign_artifact(params: StudyParams, attribute: str, bias_type: str, store
         distribution = {"mmd": mmd_test(x, y, N_PERMUTATIONS, params.seed),
                         "c2st": classifier_two_sample_test(x, y, params.seed, n_boot=max(params.evaluate.n_boot, 1))}
         rows = misalignment_rows(attribute, bias_type, params.seed, values=values, group=balance, distribution=distribution)
-        for name, table in (("values", pd.concat(values, ignore_index=True) if values else pd.DataFrame()),
+        no_values = pd.DataFrame(columns=list(stats.GROUP_COLUMNS))  # culture: no offline reference, still a readable table
+        for name, table in (("values", pd.concat(values, ignore_index=True) if values else no_values),
                             ("shares", shares), ("balance", balance), ("projection", projection_2d(x, y, params.seed)),
                             ("rows", pd.DataFrame(rows, columns=list(stats.RECORD_KEYS)))):
             write_text_atomic(out / f"{name}.csv", table.to_csv(index=False))
@@ -990,7 +1008,7 @@ def stereotype_artifact(params: StudyParams, store: Store) -> Artifact:
         write_text_atomic(out / "agreement.csv", table.to_csv(index=False))
 
     key_params = {"generator": params.models.generator, "items": canonical_json([[i.id, i.prompt] for i in items])}
-    return store.get_or_compute(STEREOTYPE_STAGE, key_params, compute, version=VERSION)
+    return store.get_or_compute(STEREOTYPE_STAGE, key_params, compute, version=STEREOTYPE_VERSION)
 
 
 def stereotype_rows(params: StudyParams, store: Store) -> list[dict[str, Any]]:

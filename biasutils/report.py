@@ -314,7 +314,8 @@ def primary_test_table(metrics: pd.DataFrame) -> pd.DataFrame:
     table = rows.pivot_table(index=["attribute", "measure", "ratio", "bias_type"], columns="field", values="value")
     intervals = rows[rows.field == "value"].set_index(["attribute", "measure", "ratio", "bias_type"])[["ci_low", "ci_high"]]
     table = table.join(intervals)
-    return table.loc[:, ["value", "ci_low", "ci_high", "p", "p_holm", "mde", "n_seeds"]].rename(columns={"value": "difference"})
+    return table.loc[:, ["value", "ci_low", "ci_high", "p", "p_holm", "p_wald_holm", "mde", "n_seeds"]].rename(
+        columns={"value": "difference"})
 
 
 PAPER_MOST_HARMFUL: tuple[str, ...] = ("contrastive-explicit", "contextual-implicit")  # the paper's finding
@@ -336,6 +337,10 @@ def finding(metrics: pd.DataFrame, params: StudyParams) -> str:
             continue
         for (_, _, ratio, bias_type), row in rows.iterrows():
             verdict = "**inherited**" if row.p_holm < primary.alpha else "not detected"
+            if (row.p_holm < primary.alpha) != (row.p_wald_holm < primary.alpha):
+                verdict += (f" by the declared test, which holds the items' variation given these seeds; with the "
+                            f"between-seed spread in the error (Wald, Holm p = {row.p_wald_holm:.3g}) it is "
+                            f"{'not ' if row.p_wald_holm >= primary.alpha else ''}significant")
             lines.append(f"- {attribute}, {bias_type}, γ = {ratio:g}: {row.difference:+.3f} "
                          f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], Holm p = {row.p_holm:.3g}, "
                          f"MDE {row.mde:.3f}, {int(row.n_seeds)} seed(s): {verdict}")
@@ -353,10 +358,12 @@ def most_harmful_sentence(rows: pd.DataFrame, attribute: str) -> str:
         return f"{attribute}: the grid lacks {', '.join(set(PAPER_MOST_HARMFUL) - set(present))}, so the paper's ranking cannot be checked."
     top = list(ranking.index[:2])
     agrees = set(top) == set(PAPER_MOST_HARMFUL)
+    biased = [t for t in ranking.index if t != "neutral"]
+    caveat = ("" if len(biased) > 2 else " (the grid holds no other biased type, so this only says they exceed the "
+              "neutral control; ranking them among all six needs --set grid.bias_types=[...])")
     return (f"{attribute}: ranking at γ = {rows.index.get_level_values('ratio').max():g} by the primary "
             f"difference: {', '.join(f'{t} {v:+.3f}' for t, v in ranking.items())}. The paper's two most harmful types "
-            f"({' and '.join(PAPER_MOST_HARMFUL)}) {'are' if agrees else 'are not'} the top two here"
-            f"{'' if len(ranking) > 2 else ' (only these two biased types are in the grid besides the control, so this compares them with the neutral control only)'}.")
+            f"({' and '.join(PAPER_MOST_HARMFUL)}) {'are' if agrees else 'are not'} the top two here{caveat}.")
 
 
 def minority_accuracy_sentences(metrics: pd.DataFrame) -> list[str]:

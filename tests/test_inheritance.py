@@ -121,6 +121,11 @@ def test_sign_flip_p_is_the_exact_enumeration_on_small_samples() -> None:
     assert inh.sign_flip_p(np.zeros(5), 99, 0) == 1.0
 
 
+def test_the_wald_p_uses_the_seed_and_item_standard_error() -> None:
+    assert inh.wald_p(1.959964 * 0.1, 0.1) == pytest.approx(0.05, abs=1e-6)
+    assert inh.wald_p(0.0, 0.0) == 1.0 and inh.wald_p(0.3, 0.0) == 0.0
+
+
 def test_holm_matches_the_step_down_definition() -> None:
     assert inh.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert inh.holm([0.5, np.nan, 0.01]).tolist()[::2] == pytest.approx([0.5, 0.02])
@@ -191,6 +196,8 @@ def test_primary_tests_are_holm_corrected_over_bias_types_with_an_mde() -> None:
     assert shift.loc["contrastive-explicit", "significant"]
     assert shift.p_holm.tolist() == pytest.approx(inh.holm(shift.p_value.to_numpy()).tolist())
     assert (shift.tests == 2).all() and (shift.mde > 0).all()
+    assert shift.p_wald_holm.tolist() == pytest.approx(inh.holm(shift.p_wald.to_numpy()).tolist())
+    assert shift.p_wald.tolist() == pytest.approx([inh.wald_p(d, se) for d, se in zip(shift.difference, shift.standard_error)])
     assert tests.primary.sum() == 2 and set(tests[tests.primary].measure) == {params.inheritance.primary.measure}
     rows = pd.DataFrame(inh.test_record_rows(tests))
     assert {"twin_shift_diff", "twin_shift_diff_p_holm", "twin_shift_diff_mde"} <= set(rows.metric)
