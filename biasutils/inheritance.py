@@ -55,7 +55,6 @@ from .store import Store, read_jsonl
 
 TASK = "occupation_classification"
 TWIN_TASK = "counterfactual_twins"
-GROUP_COLUMN = {"gender": "gender", "culture": "culture"}
 POOLED = "pooled"  # the seed label of rows pooled over seeds
 TEST_TASK = "inheritance_test"
 
@@ -333,7 +332,7 @@ def load_student(params: StudyParams, attribute: str, bias_type: str, ratio: flo
     from .evaluate import evaluate_artifact
 
     favoured = favoured_groups(params, attribute)
-    column = GROUP_COLUMN[attribute]
+    column = attribute  # the predictions' group column is named after the attribute
     occupations = tuple(params.data.occupations)
 
     def read(task: str) -> tuple[pd.DataFrame, list]:
@@ -390,14 +389,14 @@ def student_rows(student: Student, n_boot: int, seed: int = 0) -> pd.DataFrame:
     tpr = tpr_table(items.gold, items.predicted, items.group, items.occupations, n_boot=n_boot, seed=seed)
     rows += [_row(f"{r['class']}/{r['group']}", "tpr", r["value"], r["ci_low"], r["ci_high"], r["n"])
              for r in tpr.to_dict("records")]
-    for measure, terms_of in (("aligned_tpr_gap", aligned_tpr_terms), ("aligned_rate_gap", aligned_rate_terms)):
-        total, per_part = terms_of(items, favoured)
+    aligned = {"aligned_tpr_gap": aligned_tpr_terms(items, favoured), "aligned_rate_gap": aligned_rate_terms(items, favoured)}
+    for measure, (total, per_part) in aligned.items():
         rows += [_row(part, measure, terms.sum(), *percentile_interval(bootstrap_totals(terms, items.cells, n_boot, seed)),
                       n=int((items.gold == part).sum() if measure == "aligned_tpr_gap" else len(terms)))
                  for part, terms in per_part.items()]
         rows.append(_row("all", measure, total.sum(), *percentile_interval(bootstrap_totals(total, items.cells, n_boot, seed)),
                          n=len(total)))
-    gaps = aligned_tpr_terms(items, favoured)[1]
+    gaps = aligned["aligned_tpr_gap"][1]
     shares = [student.training_share[o] for o in gaps]
     if len(gaps) >= 3 and np.ptp(shares) > 0:
         result = scipy_stats.pearsonr(shares, [terms.sum() for terms in gaps.values()])
@@ -473,9 +472,9 @@ class Comparison:
     n_seeds: int
 
 
-def compare_to_baseline(students: Sequence[Student], baselines: Sequence[Student], measure: str, n_boot: int,
-                        n_permutations: int, seed: int = 0) -> Comparison:
-    """Paired difference of a measure between a point's students and the baseline students of the same seeds."""
+def paired_differences(students: Sequence[Student], baselines: Sequence[Student], measure: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds x items differences of a measure's terms between a point's students and the baseline students
+    of the same seeds, on the same items, and the items' cells."""
     by_seed = {b.seed: b for b in baselines}
     missing = [s.seed for s in students if s.seed not in by_seed]
     if missing:
@@ -484,7 +483,13 @@ def compare_to_baseline(students: Sequence[Student], baselines: Sequence[Student
     base, _ = stacked_terms([by_seed[s.seed] for s in students], measure)
     if base.shape != point.shape:
         raise InheritanceError("the baseline and the point scored different items; rerun both with the same data")
-    differences = point - base
+    return point - base, cells
+
+
+def compare_to_baseline(students: Sequence[Student], baselines: Sequence[Student], measure: str, n_boot: int,
+                        n_permutations: int, seed: int = 0) -> Comparison:
+    """Paired difference of a measure between a point's students and the baseline students of the same seeds."""
+    differences, cells = paired_differences(students, baselines, measure)
     totals = bootstrap_totals(differences, cells, n_boot, seed)
     first, difference, standard_error = students[0], float(differences.mean(axis=0).sum()), float(np.std(totals, ddof=1))
     return Comparison(first.attribute, first.bias_type, first.ratio, measure, difference, *percentile_interval(totals),
@@ -504,9 +509,7 @@ def variance_parts(students: Sequence[Student], baselines: Sequence[Student], me
     """The squared standard error of a point's difference to the baseline, split into an item part (the
     bootstrap over items of the seed-averaged differences) and a seed part (the rest of the seed-and-item
     bootstrap's variance): the inputs of :func:`planned_mde`."""
-    by_seed = {b.seed: b for b in baselines}
-    point, cells = stacked_terms(students, measure)
-    differences = point - stacked_terms([by_seed[s.seed] for s in students], measure)[0]
+    differences, cells = paired_differences(students, baselines, measure)
     total = np.var(bootstrap_totals(differences, cells, n_boot, seed), ddof=1)
     items = np.var(bootstrap_totals(differences.mean(axis=0), cells, n_boot, seed), ddof=1)
     return float(items), float(max(total - items, 0.0))

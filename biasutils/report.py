@@ -32,10 +32,12 @@ def grid_points(params: StudyParams) -> list[tuple[str, str, float, int]]:
 MISALIGNMENT_PREFIX = "misalignment_"
 
 
-def collect_metrics(params: StudyParams, store: Store) -> pd.DataFrame:
+def collect_metrics(params: StudyParams, store: Store, students: list | None = None) -> pd.DataFrame:
     """The whole record: every evaluation row of every (grid point, task), the inheritance measures per seed,
-    pooled over seeds and the primary test, then the misalignment rows."""
-    parts = [collect_evaluations(params, store), collect_inheritance(params, store), collect_misalignment(params, store)]
+    pooled over seeds and the primary test, then the misalignment rows. ``students``: the already loaded
+    :func:`inheritance_students`, so a caller that needs them too reads the store once."""
+    parts = [collect_evaluations(params, store), collect_inheritance(params, store, students),
+             collect_misalignment(params, store)]
     return pd.concat([part for part in parts if len(part)], ignore_index=True)
 
 
@@ -388,7 +390,7 @@ def minority_accuracy_sentences(metrics: pd.DataFrame) -> list[str]:
     return lines
 
 
-def size_plan(params: StudyParams, store: Store, item_factors: tuple[int, ...] = (1, 2, 4, 8),
+def size_plan(params: StudyParams, students: list, item_factors: tuple[int, ...] = (1, 2, 4, 8),
               seed_counts: tuple[int, ...] = (3, 5, 10)) -> pd.DataFrame:
     """Minimum detectable effects of each measure at larger designs, from the variance this run measured.
 
@@ -399,7 +401,6 @@ def size_plan(params: StudyParams, store: Store, item_factors: tuple[int, ...] =
     """
     from .inheritance import available_measures, planned_mde, variance_parts
 
-    students = inheritance_students(params, store)
     primary, n_boot = params.inheritance.primary, params.inheritance.n_boot
     rows = []
     for attribute in params.grid.attributes:

@@ -254,6 +254,11 @@ def _title(occupation: str) -> str:
     return answer_text(occupation)
 
 
+def _titles(params: StudyParams) -> tuple[str, ...]:
+    """The options of an occupation item: every studied occupation as the student answers it."""
+    return tuple(_title(occupation) for occupation in params.data.occupations)
+
+
 def _round_robin(buckets: Sequence[Sequence[Any]], n: int) -> list[Any]:
     """Up to ``n`` entries taken one bucket at a time, so every cell of a design gets its share."""
     taken = []
@@ -295,7 +300,7 @@ class OccupationClassification(_Scoring):
     name: ClassVar[str] = "occupation_classification"
 
     def items(self, params: StudyParams, store: Store) -> list[Item]:
-        titles = tuple(_title(occupation) for occupation in params.data.occupations)
+        titles = _titles(params)
         return [
             Item(
                 id=row["id"], kind="choice", prompt=row["hard_text"], options=titles,
@@ -355,7 +360,7 @@ class CounterfactualTwins(OccupationClassification):
     name: ClassVar[str] = "counterfactual_twins"
 
     def items(self, params: StudyParams, store: Store) -> list[Item]:
-        titles = tuple(_title(occupation) for occupation in params.data.occupations)
+        titles = _titles(params)
         test = load_original(params.data, params.seed, store)["test"]
         twins = (twin_item(row, attribute, titles) for attribute in params.grid.attributes for row in test)
         return [twin for twin in twins if twin is not None]
