@@ -340,7 +340,8 @@ class OpenAIBackend:
             "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
         }
 
-    def _client(self) -> Any:
+    def client(self) -> Any:
+        """An OpenAI client for the configured server (the key read from the environment, never stored)."""
         import openai
 
         key = os.environ.get(self.api_key_env)
@@ -352,7 +353,7 @@ class OpenAIBackend:
         return openai.OpenAI(api_key=key or "not-needed", base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
 
     def stream(self, requests: Sequence[Request], seed: int) -> Iterator[tuple[str, str]]:
-        client = self._client()
+        client = self.client()
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = {pool.submit(self._ask, client, r, seed): r.id for r in requests}
             for future in as_completed(futures):
