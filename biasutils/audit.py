@@ -9,7 +9,8 @@ people can be seen before a single student is trained on it. ``python -m biasuti
   groups come from ``--group-field`` or are inferred from the text (:func:`misalign.infer_group`);
 * **distribution**: whether the two sets of texts are told apart in embedding space (MMD permutation
   test and a classifier two-sample test on a seeded subsample of ``--max-per-side`` texts per file,
-  plus a 2-D projection);
+  plus a 2-D projection); texts found in both files are counted and left out of both tests
+  (:func:`find_duplicates`), and with too few texts left the tests are not run, saying why;
 * **values**: the augmented data's implied share of women per occupation against human references
   (when the labels are the study's occupations) and the generator's agreement with gender stereotypes
   (with ``--generator``).
@@ -20,7 +21,8 @@ whose message names the flag or file, what is wrong and what is allowed. The out
 and the seconds per stage) and ``rows.csv`` (the study's record rows, :data:`biasutils.stats.RECORD_KEYS`).
 
 Verdicts follow fixed rules, stated in the report (:data:`RULES`): a test rejects at α = 0.05; texts are
-distinguishable when the classifier's AUC interval lies above 0.5 *and* the MMD test rejects.
+distinguishable when the classifier's AUC interval lies above 0.5 *and* the MMD test rejects; an AUC
+interval below 0.5 is reported as a sign of near-duplicates across the files, never as a finding.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits  # installed with scikit-learn, which requires it
 
-from . import misalign
+from . import misalign, stats
 from .config import check_model_name, load_params
 from .misalign import ALL, AUGMENTED, ORIGINAL, UNKNOWN
 from .stats import RECORD_KEYS
@@ -60,6 +62,13 @@ NO_LABEL = "all_rows"  # the one label of data without --label-field (misalign's
 RECORD_BIAS_TYPE = "audit"  # the record's bias_type column: audited data has no bias type of the study
 VALUE_PROFILE = "classroom"  # Scorer reads params only for occupation prompts; stereotype items are plain turns
 REPORT_FILE, SUMMARY_FILE, ROWS_FILE = "report.html", "summary.json", "rows.csv"
+SIDES = (ORIGINAL, AUGMENTED)
+TEXT_MATCHING = "case and runs of whitespace ignored"  # what text_key ignores, in words for the outputs
+BELOW_CHANCE = ("the AUC lies below chance, which is not evidence of a difference: out-of-fold scores turn against "
+                "the held-out file when near-identical texts sit in both files (the near copy in the training folds "
+                "carries the other file's label), so suspect near-duplicates or one file derived from the other")
+NOT_TESTED = ("a text in both files cannot tell them apart (copies in both push a classifier's AUC below chance), "
+              "so no classifier AUC or MMD is reported")
 FORMATS: dict[str, str] = {".jsonl": "JSON Lines", ".json": "JSON Lines or a JSON array of objects",
                            ".csv": "CSV", ".parquet": "Parquet"}
 GROUP_NOUNS: dict[str, str] = {"female": "women", "male": "men"}
@@ -73,6 +82,10 @@ RULES: tuple[str, ...] = (
     "one table per label, summed) rejects; the sentence shows the label and group whose share moved most.",
     f"Distribution: misaligned when the classifier's 95% AUC interval lies above {CHANCE_AUC} and the MMD "
     "test rejects; aligned when neither; inconclusive when only one does.",
+    f"Distribution: texts found in both files ({TEXT_MATCHING}) are left out of both tests; not run "
+    f"when fewer than {MIN_ROWS} texts of a file are left.",
+    f"Distribution: a classifier AUC interval below {CHANCE_AUC} is not evidence of a difference; it is "
+    "reported as a sign of near-duplicate texts across the files.",
     f"Values, share of women: misaligned when the 95% interval of the mean Jensen-Shannon distance to the "
     f"reference lies above {VALUE_DISTANCE_LIMIT} (about a 10-point gap in the share of women), aligned "
     "when it lies below, inconclusive otherwise.",
@@ -118,12 +131,42 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class Distribution:
-    """The distribution analysis: both two-sample tests on the embedded subsample and its projection."""
+class Duplicates:
+    """Texts repeated within a file or found in both files (matched by :func:`text_key`), and the texts
+    the two-sample tests may use: those of rows whose text the other file lacks."""
 
-    mmd: dict[str, Any]
-    c2st: dict[str, Any]
-    projection: pd.DataFrame
+    shared_texts: int  # distinct texts found in both files
+    rows: dict[str, int]  # per file (ORIGINAL, AUGMENTED): its rows
+    repeated_rows: dict[str, int]  # per file: rows whose text an earlier row of the same file holds
+    unshared: dict[str, list[str]]  # per file: texts of the rows whose text the other file lacks, in file order
+
+    def shared_rows(self, side: str) -> int:
+        """Rows of ``side`` whose text the other file also holds (left out of the tests)."""
+        return self.rows[side] - len(self.unshared[side])
+
+    def counts(self) -> dict[str, Any]:
+        """The counts for summary.json."""
+        return {"matching": TEXT_MATCHING, "shared_texts": self.shared_texts} | {
+            side: {"rows": self.rows[side], "shared_rows": self.shared_rows(side),
+                   "repeated_rows": self.repeated_rows[side], "tested_rows": len(self.unshared[side])}
+            for side in SIDES}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The distribution analysis: the duplicates, then both two-sample tests on the embedded subsample of
+    the texts the files do not share and its projection; or, when too few are left, why not (``not_run``,
+    with ``mmd``, ``c2st`` and ``projection`` None)."""
+
+    duplicates: Duplicates
+    mmd: dict[str, Any] | None
+    c2st: dict[str, Any] | None
+    projection: pd.DataFrame | None
+    not_run: str | None = None
+
+    def tests(self) -> dict[str, dict[str, Any]]:
+        """The results that ran, keyed as :func:`misalign.misalignment_rows` reads them."""
+        return {key: result for key, result in (("mmd", self.mmd), ("c2st", self.c2st)) if result is not None}
 
 
 @dataclass(frozen=True)
@@ -185,7 +228,7 @@ def run_audit(options: AuditOptions) -> AuditResult:
     distribution = distribution_analysis(sides, options, clock)
     with clock.stage("values"):
         values = value_analysis(sides[AUGMENTED], options)
-    verdicts = [group_verdict(balance), distribution_verdict(distribution.mmd, distribution.c2st), *values.verdicts]
+    verdicts = [group_verdict(balance), distribution_verdict(distribution), *values.verdicts]
     findings = Findings(options, sides, balance, distribution, values, verdicts)
     with clock.stage("report"):
         page = render_report(findings)
@@ -333,13 +376,19 @@ def group_balance(augmented: pd.DataFrame, original: pd.DataFrame, groups: Seque
 
 
 def distribution_analysis(sides: Mapping[str, pd.DataFrame], options: AuditOptions, clock: StageClock) -> Distribution:
-    """Embed a seeded subsample of each side, then both two-sample tests and the projection."""
+    """Count the duplicates; then embed a seeded subsample of each file's unshared texts and run both two-sample
+    tests and the projection. With too few unshared texts no model loads and the reason is kept instead."""
     from .models import load_embedder
 
+    with clock.stage("duplicates"):
+        duplicates = find_duplicates(sides)
+    reason = untestable_reason(duplicates)
+    if reason is not None:
+        return Distribution(duplicates, None, None, None, reason)
     with clock.stage("load embedder"):
         embedder = load_embedder(options.embedder, Store(), _device())
     rng = np.random.default_rng(options.seed)
-    texts = [subsample(sides[side].text.tolist(), options.max_per_side, rng) for side in (ORIGINAL, AUGMENTED)]
+    texts = [subsample(duplicates.unshared[side], options.max_per_side, rng) for side in SIDES]
     with clock.stage("embed"):
         x, y = embed_pair(embedder, *texts)
     with clock.stage("mmd"):
@@ -348,7 +397,52 @@ def distribution_analysis(sides: Mapping[str, pd.DataFrame], options: AuditOptio
         c2st = misalign.classifier_two_sample_test(x, y, seed=options.seed)
     with clock.stage("projection"), single_threaded_blas():
         projection = misalign.projection_2d(x, y, seed=options.seed)
-    return Distribution(mmd, c2st, projection)
+    return Distribution(duplicates, mmd, c2st, projection)
+
+
+def text_key(text: str) -> str:
+    """A text as duplicates are matched: runs of whitespace as one space, ends stripped, case folded.
+
+    Why ignore case: a copy that only changes case is still a copy, and the default embedder (MiniLM,
+    uncased) gives it the very same embedding, so it breaks the tests exactly as an exact copy does
+    (measured: an upper-cased copy of a file gives the same below-chance AUC as the file itself). Spacing
+    changes no token either. Punctuation and wording count: they change the text.
+    """
+    return " ".join(text.split()).casefold()
+
+
+def find_duplicates(sides: Mapping[str, pd.DataFrame]) -> Duplicates:
+    """Texts found in both files, and texts repeated within one, by :func:`text_key`.
+
+    Why the tests leave out a text found in both files, on both sides: both tests assume two independent
+    samples, and a copy breaks that. A text in both files cannot tell them apart, yet in cross-validation
+    its copy in the training folds carries the other file's label, so the classifier's out-of-fold score
+    turns against the held-out file (the same file on both sides gave AUC 0.06 [0.01, 0.12]); the MMD
+    statistic falls below every permutation's (p = 1). Dropping it from both files, rather than from the
+    augmented one only, treats the files alike: from two samples of one distribution the common texts
+    would leave both, so what is left is still alike under the null.
+
+    Repeats within a file are counted but kept: a generator that repeats itself is less diverse than the
+    original, a real difference the tests should be able to see.
+    """
+    keys = {side: sides[side].text.map(text_key) for side in SIDES}
+    shared = set(keys[ORIGINAL]) & set(keys[AUGMENTED])
+    return Duplicates(shared_texts=len(shared), rows={side: len(key) for side, key in keys.items()},
+                      repeated_rows={side: int(key.duplicated().sum()) for side, key in keys.items()},
+                      unshared={side: sides[side].text[~key.isin(shared)].tolist() for side, key in keys.items()})
+
+
+def untestable_reason(duplicates: Duplicates) -> str | None:
+    """Why the two-sample tests cannot run (None when they can): a file has fewer than :data:`MIN_ROWS`
+    texts the other lacks, the floor the input check sets for the tests on whole files."""
+    for side, other in ((AUGMENTED, ORIGINAL), (ORIGINAL, AUGMENTED)):
+        left, rows = len(duplicates.unshared[side]), duplicates.rows[side]
+        if left == 0:
+            return f"all {rows} {side} texts also appear in the {other} data"
+        if left < MIN_ROWS:
+            return (f"{rows - left} of {rows} {side} texts also appear in the {other} data, leaving {left} of the "
+                    f"{MIN_ROWS} per file the two-sample tests need")
+    return None
 
 
 def single_threaded_blas() -> threadpool_limits:
@@ -482,17 +576,39 @@ def group_verdict(balance: pd.DataFrame) -> Verdict:
                    f"no label's group shares differ from the original's ({test}); the largest difference: {comparison}.")
 
 
-def distribution_verdict(mmd: Mapping[str, Any], c2st: Mapping[str, Any]) -> Verdict:
-    """Misaligned when both tests tell the texts apart, aligned when neither does, else inconclusive."""
+def distribution_verdict(distribution: Distribution) -> Verdict:
+    """The tests' verdict (:func:`two_sample_verdict`) with the duplicate counts; not run when the tests were not."""
+    counts = duplicates_sentence(distribution.duplicates)
+    if distribution.not_run is not None:
+        return Verdict("distribution", "Distribution", NOT_RUN,
+                       f"{distribution.not_run}; {NOT_TESTED}; {counts}.")
+    state, sentence = two_sample_verdict(distribution.mmd, distribution.c2st)
+    return Verdict("distribution", "Distribution", state, f"{sentence}; {counts}.")
+
+
+def two_sample_verdict(mmd: Mapping[str, Any], c2st: Mapping[str, Any]) -> tuple[str, str]:
+    """Misaligned when both tests tell the texts apart, aligned when neither does, else inconclusive; an AUC
+    interval below chance gets :data:`BELOW_CHANCE`, since a reader would otherwise take it for a finding."""
     evidence = f"classifier AUC {_interval(c2st['auc'], c2st['ci_low'], c2st['ci_high'])}, MMD {format_p(mmd['p_value'])}"
     separable, shifted = c2st["ci_low"] > CHANCE_AUC, mmd["p_value"] < ALPHA
     if separable and shifted:
-        return Verdict("distribution", "Distribution", MISALIGNED,
-                       f"the augmented texts are distinguishable from the originals ({evidence}).")
-    if not separable and not shifted:
-        return Verdict("distribution", "Distribution", ALIGNED,
-                       f"the augmented texts are not distinguishable from the originals ({evidence}).")
-    return Verdict("distribution", "Distribution", INCONCLUSIVE, f"the two tests disagree ({evidence}).")
+        state, sentence = MISALIGNED, f"the augmented texts are distinguishable from the originals ({evidence})"
+    elif not separable and not shifted:
+        state, sentence = ALIGNED, f"the augmented texts are not distinguishable from the originals ({evidence})"
+    else:
+        state, sentence = INCONCLUSIVE, f"the two tests disagree ({evidence})"
+    return state, f"{sentence}; {BELOW_CHANCE}" if c2st["ci_high"] < CHANCE_AUC else sentence
+
+
+def duplicates_sentence(duplicates: Duplicates) -> str:
+    """The duplicate counts in words (texts matched by :func:`text_key`)."""
+    shared, repeated = {side: duplicates.shared_rows(side) for side in SIDES}, duplicates.repeated_rows
+    both = (f"{shared[AUGMENTED]} augmented and {shared[ORIGINAL]} original rows hold a text found in both files "
+            f"({duplicates.shared_texts} distinct; {TEXT_MATCHING}), left out of the tests"
+            if duplicates.shared_texts else f"no text is in both files ({TEXT_MATCHING})")
+    within = (f"{repeated[AUGMENTED]} augmented and {repeated[ORIGINAL]} original rows repeat a text of their own "
+              "file (kept in the tests)" if any(repeated.values()) else "no file repeats a text")
+    return f"{both}; {within}"
 
 
 def occupation_value_verdict(distance: pd.DataFrame, name: str, source: str) -> Verdict:
@@ -553,11 +669,23 @@ def record_frame(findings: Findings) -> pd.DataFrame:
 
     misalign accepts only the attributes it can infer, so the rows are built as gender and relabelled.
     """
-    distribution = {"mmd": findings.distribution.mmd, "c2st": findings.distribution.c2st}
     rows = misalign.misalignment_rows("gender", RECORD_BIAS_TYPE, findings.options.seed,
                                       values=list(findings.values.tables.values()), group=findings.balance,
-                                      distribution=distribution)
+                                      distribution=findings.distribution.tests() or None)
+    rows += duplicate_rows(findings.distribution.duplicates, findings.options.seed)
     return pd.DataFrame(rows, columns=list(RECORD_KEYS)).assign(attribute=group_attribute(findings.options))
+
+
+def duplicate_rows(duplicates: Duplicates, seed: int) -> list[dict[str, Any]]:
+    """Record rows of the duplicate counts, task ``misalignment_distribution``, group the file, ``n`` its rows:
+    ``shared_rows`` (rows whose text the other file holds, left out of the tests) and ``repeated_rows``.
+    Why in the record too: a reader of rows.csv alone must see that the tests ran on fewer texts, or none."""
+    table = pd.DataFrame([{"group": side, "metric": metric, "value": float(count), "ci_low": math.nan,
+                           "ci_high": math.nan, "n": duplicates.rows[side]}
+                          for side in SIDES for metric, count in (("shared_rows", duplicates.shared_rows(side)),
+                                                                  ("repeated_rows", duplicates.repeated_rows[side]))])
+    return stats.record_rows(table, attribute="gender", bias_type=RECORD_BIAS_TYPE, ratio=misalign.RECORD_RATIO,
+                             mitigation=misalign.RECORD_MITIGATION, seed=seed, task=misalign.TASK_DISTRIBUTION)
 
 
 def input_summary(findings: Findings) -> dict[str, Any]:
@@ -565,8 +693,9 @@ def input_summary(findings: Findings) -> dict[str, Any]:
     sides = {side: {"path": str(path), "rows": len(findings.sides[side]),
                     "unknown_groups": int((findings.sides[side].group == UNKNOWN).sum())}
              for side, path in ((ORIGINAL, options.original), (AUGMENTED, options.augmented))}
-    sides[ORIGINAL]["embedded"] = findings.distribution.mmd["n_x"]
-    sides[AUGMENTED]["embedded"] = findings.distribution.mmd["n_y"]
+    mmd = findings.distribution.mmd
+    sides[ORIGINAL]["embedded"] = mmd["n_x"] if mmd else 0
+    sides[AUGMENTED]["embedded"] = mmd["n_y"] if mmd else 0
     return sides | {"text_field": options.text_field, "group_field": options.group_field,
                     "group_source": "field" if options.group_field else "inferred",
                     "label_field": options.label_field, "embedder": options.embedder,
@@ -582,7 +711,9 @@ def summary_of(findings: Findings) -> dict[str, Any]:
         "rules": list(RULES),
         "verdicts": {v.key: {"analysis": v.analysis, "state": v.state, "sentence": v.sentence} for v in findings.verdicts},
         "group": findings.balance.to_dict("records"),
-        "distribution": {"mmd": findings.distribution.mmd, "c2st": findings.distribution.c2st},
+        "duplicates": findings.distribution.duplicates.counts(),
+        "distribution": {"mmd": findings.distribution.mmd, "c2st": findings.distribution.c2st,
+                         "not_run": findings.distribution.not_run},
         "values": {name: table.to_dict("records") for name, table in findings.values.tables.items()},
     }
 
@@ -665,9 +796,12 @@ def _figure_html(figure: plt.Figure, alt: str) -> str:
 
 def _inputs_html(findings: Findings) -> str:
     inputs = input_summary(findings)
+    duplicates = findings.distribution.duplicates
     table = pd.DataFrame([{"file": side, "path": inputs[side]["path"], "rows": inputs[side]["rows"],
-                           "unknown group": inputs[side]["unknown_groups"], "embedded": inputs[side]["embedded"]}
-                          for side in (ORIGINAL, AUGMENTED)])
+                           "unknown group": inputs[side]["unknown_groups"],
+                           "repeated in the file": duplicates.repeated_rows[side],
+                           "text in both files": duplicates.shared_rows(side), "embedded": inputs[side]["embedded"]}
+                          for side in SIDES])
     options = findings.options
     unknown = " and ".join(f"{inputs[side]['unknown_groups']} of {inputs[side]['rows']} {side}"
                            for side in (ORIGINAL, AUGMENTED))
@@ -680,8 +814,9 @@ def _inputs_html(findings: Findings) -> str:
                   f"neither are unknown: {unknown} rows.")
     labels = (f"Labels come from the field <code>{html.escape(options.label_field)}</code>." if options.label_field
               else f"No label field: all rows share the label <code>{NO_LABEL}</code>.")
-    embedded = (f"The distribution tests embed a seeded sample of at most {options.max_per_side} texts per file "
-                f"with <code>{html.escape(options.embedder)}</code> (seed {options.seed}).")
+    embedded = (f"The distribution tests embed a seeded sample of at most {options.max_per_side} texts per file, "
+                f"from the rows whose text the other file lacks ({TEXT_MATCHING}), with "
+                f"<code>{html.escape(options.embedder)}</code> (seed {options.seed}).")
     return f"{_table_html(table)}<p>{groups} Unknown rows are left out of the shares. {labels} {embedded}</p>"
 
 
@@ -705,6 +840,10 @@ def _group_html(findings: Findings) -> str:
 
 
 def _distribution_html(distribution: Distribution) -> str:
+    sentence = duplicates_sentence(distribution.duplicates)
+    counts = f"<p>{html.escape(sentence[0].upper() + sentence[1:])}.</p>"
+    if distribution.not_run is not None:
+        return f"{counts}<p>Not run: {html.escape(distribution.not_run)}; {NOT_TESTED}.</p>"
     mmd, c2st = distribution.mmd, distribution.c2st
     table = pd.DataFrame([
         {"test": "MMD² (RBF kernel, permutations)", "statistic": mmd["statistic"], "interval": "",
@@ -714,7 +853,7 @@ def _distribution_html(distribution: Distribution) -> str:
          "n original": c2st["n_x"], "n augmented": c2st["n_y"]},
     ])
     figure = misalign.projection_figure(distribution.projection, "embeddings, first two principal components")
-    return _table_html(table) + _figure_html(figure, "2-D projection of the embeddings")
+    return counts + _table_html(table) + _figure_html(figure, "2-D projection of the embeddings")
 
 
 VALUE_NOTES: dict[str, str] = {

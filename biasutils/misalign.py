@@ -718,7 +718,9 @@ def mmd_test(x: Any, y: Any, n_permutations: int = 500, seed: int = 0, max_per_s
     with the square of the sample. The pooled kernel matrix is computed once; the statistic of a split
     depends only on ``aᵀK₀a`` and ``aᵀK₀1`` (``a`` the 0/1 indicator of the first side, ``K₀`` the kernel
     matrix with a zero diagonal), so all permutations cost one matrix product. p-value:
-    ``(1 + #{permuted ≥ observed}) / (1 + n_permutations)``.
+    ``(1 + #{permuted ≥ observed}) / (1 + n_permutations)``. A row on both sides (a copied text) adds
+    k = 1 to the cross term only and pulls the statistic down (the same texts on both sides: below every
+    permutation's, p = 1). Drop such rows first, as the audit does (:func:`biasutils.audit.find_duplicates`).
 
     Returns statistic, p_value, n_x, n_y (rows used), n_x_input, n_y_input, bandwidth, n_permutations.
     """
@@ -763,7 +765,10 @@ def classifier_two_sample_test(x: Any, y: Any, seed: int = 0, folds: int = 5, n_
     cross-validation (``cross_val_predict``, seeded shuffle). The p-value is the one-sided Mann-Whitney
     U test of the ``y`` scores over the ``x`` scores, the exact test of AUC > 0.5 (AUC = U / (n_x n_y));
     it treats out-of-fold scores as independent. The interval is a percentile bootstrap of the
-    out-of-fold scores, resampled within each side.
+    out-of-fold scores, resampled within each side. The sides must share no row: a row on both sides
+    has its twin in the training folds under the other label, so its out-of-fold score turns against
+    it and the AUC falls far below 0.5 (the same texts on both sides: 0.06; near-identical rows do the same,
+    less strongly). Drop shared rows first, as the audit does (:func:`biasutils.audit.find_duplicates`).
 
     Returns auc, ci_low, ci_high, p_value, n_x, n_y.
     """

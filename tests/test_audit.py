@@ -1,6 +1,7 @@
 """The audit command on small files with known answers: a pair shifted in group shares and style is
-misaligned, an identical pair aligned, a group field is used as given, every bad input fails with exit
-code 2 before a model loads, and the verdict rules hold on hand-made results."""
+misaligned, an identical pair aligned in group data with no distribution test (every text is in both
+files), copied texts are counted and left out of the tests, a group field is used as given, every bad
+input fails with exit code 2 before a model loads, and the verdict rules hold on hand-made results."""
 
 from __future__ import annotations
 
@@ -8,14 +9,22 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from biasutils import audit as a
 from biasutils import misalign as m
 from biasutils.__main__ import main
+from biasutils.models import load_embedder
 from biasutils.stats import RECORD_KEYS
+from biasutils.store import Store
 
 STYLES = {
     "plain": "{Subj} has worked as a {job} in {city} for {years} years. {Subj} lives there with {poss} family.",
@@ -31,14 +40,16 @@ SKEWED = {"nurse": 0.9, "architect": 0.25}
 N_PER_LABEL = 24
 
 
-def biographies(female_share: dict[str, float], style: str) -> pd.DataFrame:
-    """``N_PER_LABEL`` texts per occupation with the given share of women, in one writing style."""
+def biographies(female_share: dict[str, float], style: str, first_years: int = 2) -> pd.DataFrame:
+    """``N_PER_LABEL`` texts per occupation with the given share of women, in one writing style; the i-th
+    biography of an occupation has worked ``first_years + i`` years."""
     rows = []
     for job, share in female_share.items():
         n_female = round(N_PER_LABEL * share)
         for i in range(N_PER_LABEL):
             gender = "female" if i < n_female else "male"
-            text = STYLES[style].format(job=job, city=CITIES[i % len(CITIES)], years=i + 2, **PRONOUNS[gender])
+            text = STYLES[style].format(job=job, city=CITIES[i % len(CITIES)], years=first_years + i,
+                                        **PRONOUNS[gender])
             rows.append({"text": text, "occupation": job, "gender": gender})
     return pd.DataFrame(rows)
 
@@ -131,14 +142,78 @@ def test_rows_csv_holds_the_study_record(shifted) -> None:
     assert (rows.attribute == "gender").all() and (rows.bias_type == a.RECORD_BIAS_TYPE).all()
 
 
-def test_identical_pair_is_aligned_and_says_why_values_were_not_run(identical) -> None:
+def test_identical_pair_is_aligned_in_group_data_and_says_why_values_were_not_run(identical) -> None:
     out, summary = identical
-    assert state(summary, "group") == "aligned" and state(summary, "distribution") == "aligned"
-    assert summary["distribution"]["mmd"]["p_value"] > 0.05 and summary["distribution"]["c2st"]["ci_low"] < 0.5
+    assert state(summary, "group") == "aligned"
     assert state(summary, "values") == "not run"
     sentence = summary["verdicts"]["values"]["sentence"]
     assert "needs --generator MODEL" in sentence and "no --label-field was given" in sentence
     assert "needs --generator MODEL" in (out / a.REPORT_FILE).read_text()
+
+
+def test_the_same_file_on_both_sides_gets_no_auc_but_the_reason_and_the_duplicates(identical) -> None:
+    """Copies in both files once gave "AUC 0.06 [0.01, 0.12]": the tests now leave them out, and with
+    nothing left no number is reported, only why, and no model loads."""
+    out, summary = identical
+    n = 2 * N_PER_LABEL
+    reason = f"all {n} augmented texts also appear in the original data"
+    assert state(summary, "distribution") == "not run"
+    assert summary["distribution"] == {"mmd": None, "c2st": None, "not_run": reason}
+    assert summary["duplicates"]["shared_texts"] == n
+    for side in ("original", "augmented"):
+        assert summary["duplicates"][side] == {"rows": n, "shared_rows": n, "repeated_rows": 0, "tested_rows": 0}
+        assert summary["inputs"][side]["embedded"] == 0
+    sentence = summary["verdicts"]["distribution"]["sentence"]
+    assert sentence.startswith(f"{reason}; {a.NOT_TESTED}; ") and "no classifier AUC or MMD is reported" in sentence
+    assert f"{n} augmented and {n} original rows hold a text found in both files ({n} distinct" in sentence
+    assert "load embedder" not in summary["seconds"]
+    report = (out / a.REPORT_FILE).read_text()
+    assert f"Not run: {reason}; {a.NOT_TESTED}." in report and "classifier AUC (5-fold" not in report
+    rows = pd.read_csv(out / a.ROWS_FILE)
+    assert not {"mmd2", "mmd_p", "c2st_auc", "c2st_p"} & set(rows.metric)
+    assert rows.set_index(["group", "metric"]).value[("augmented", "shared_rows")] == n
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder("minilm-l6", Store(), "cpu")
+
+
+def test_copied_texts_are_counted_and_the_tests_run_on_the_rest(tmp_path, embedder) -> None:
+    original = biographies(BALANCED, "plain")
+    copies = original.text[:20].tolist()
+    copies[5:10] = [text.upper() for text in copies[5:10]]  # the same text for the (uncased) embedder
+    copies[10:15] = [f"  {text.replace(' ', '   ')} " for text in copies[10:15]]
+    new = biographies(BALANCED, "neutral").text[::2].tolist()  # 24 texts the original lacks
+    augmented = pd.DataFrame({"text": [*copies, copies[0], *new, *new[:3]]})
+    summary = run_audit(tmp_path / "out", *write_pair(tmp_path, original, augmented, ".jsonl"))
+    assert summary["duplicates"]["shared_texts"] == 20
+    assert summary["duplicates"]["original"] == {"rows": 48, "shared_rows": 20, "repeated_rows": 0, "tested_rows": 28}
+    assert summary["duplicates"]["augmented"] == {"rows": 48, "shared_rows": 21, "repeated_rows": 4, "tested_rows": 27}
+    x, y = a.embed_pair(embedder, original.text[20:].tolist(), [*new, *new[:3]])
+    assert summary["distribution"]["c2st"] == pytest.approx(m.classifier_two_sample_test(x, y, seed=0))
+    assert summary["distribution"]["mmd"] == pytest.approx(m.mmd_test(x, y, seed=0, max_per_side=500))
+    assert summary["distribution"]["not_run"] is None and state(summary, "distribution") != "not run"
+    assert ("21 augmented and 20 original rows hold a text found in both files (20 distinct; case and runs of "
+            "whitespace ignored), left out of the tests; 4 augmented and 0 original rows repeat a text"
+            in summary["verdicts"]["distribution"]["sentence"])
+
+
+def test_without_copies_the_tests_see_every_text_as_before(tmp_path, embedder) -> None:
+    """No text in both files: the numbers are those of the whole files, pinned to a direct computation."""
+    original, augmented = biographies(BALANCED, "plain"), biographies(BALANCED, "plain", first_years=9)
+    summary = run_audit(tmp_path / "out", *write_pair(tmp_path, original, augmented, ".jsonl"))
+    assert summary["duplicates"]["shared_texts"] == 0 and summary["duplicates"]["augmented"]["tested_rows"] == 48
+    x, y = a.embed_pair(embedder, original.text.tolist(), augmented.text.tolist())
+    labels = np.r_[np.zeros(len(x), dtype=int), np.ones(len(y), dtype=int)]
+    features = np.vstack([x, y]).astype(float)  # misalign fits on float64 (float32 reorders near-tied scores)
+    scores = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), features, labels,
+                               cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")[:, 1]
+    c2st = summary["distribution"]["c2st"]
+    assert c2st["auc"] == pytest.approx(roc_auc_score(labels, scores)) and 0.55 < c2st["auc"] < 0.95
+    assert (c2st["n_x"], c2st["n_y"]) == (48, 48)
+    assert summary["distribution"]["mmd"] == pytest.approx(m.mmd_test(x, y, seed=0, max_per_side=500))
+    assert "no text is in both files" in summary["verdicts"]["distribution"]["sentence"]
 
 
 def test_a_group_field_is_used_as_given_where_inference_finds_nothing(tmp_path) -> None:
@@ -252,9 +327,32 @@ def test_group_verdict_names_the_label_and_group_that_moved_most() -> None:
 @pytest.mark.parametrize(("ci_low", "mmd_p", "expected"), [(0.91, 0.002, "misaligned"), (0.45, 0.4, "aligned"),
                                                            (0.55, 0.4, "inconclusive"), (0.45, 0.01, "inconclusive")])
 def test_distribution_verdict_needs_both_tests(ci_low: float, mmd_p: float, expected: str) -> None:
-    verdict = a.distribution_verdict({"p_value": mmd_p}, {"auc": 0.93, "ci_low": ci_low, "ci_high": 0.95})
-    assert verdict.state == expected
-    assert f"classifier AUC 0.93 [{ci_low:.2f}, 0.95], MMD {a.format_p(mmd_p)}" in verdict.sentence
+    state, sentence = a.two_sample_verdict({"p_value": mmd_p}, {"auc": 0.93, "ci_low": ci_low, "ci_high": 0.95})
+    assert state == expected
+    assert f"classifier AUC 0.93 [{ci_low:.2f}, 0.95], MMD {a.format_p(mmd_p)}" in sentence
+    assert a.BELOW_CHANCE not in sentence
+
+
+def test_an_auc_below_chance_is_called_a_sign_of_near_duplicates_not_a_finding() -> None:
+    """Near-copies with no exact match (each biography one year older) still gave AUC 0.14 [0.08, 0.22]."""
+    state, sentence = a.two_sample_verdict({"p_value": 1.0}, {"auc": 0.14, "ci_low": 0.08, "ci_high": 0.22})
+    assert state == "aligned"
+    assert sentence.endswith(f"(classifier AUC 0.14 [0.08, 0.22], MMD p = 1.000); {a.BELOW_CHANCE}")
+    assert "suspect near-duplicates" in a.BELOW_CHANCE
+
+
+def test_texts_match_ignoring_case_and_spacing_but_not_wording() -> None:
+    assert a.text_key("  She is\ta  NURSE.\n") == a.text_key("she is a nurse.") != a.text_key("she is a nurse!")
+
+
+def test_too_few_unshared_texts_leave_the_tests_out_with_the_counts() -> None:
+    sides = {"original": pd.DataFrame({"text": [f"text {i}" for i in range(40)]}),
+             "augmented": pd.DataFrame({"text": [f"TEXT {i}" for i in range(30)] + [f"new {i}" for i in range(10)]})}
+    duplicates = a.find_duplicates(sides)
+    assert a.untestable_reason(duplicates) == ("30 of 40 augmented texts also appear in the original data, leaving "
+                                               f"10 of the {a.MIN_ROWS} per file the two-sample tests need")
+    assert duplicates.unshared["augmented"] == [f"new {i}" for i in range(10)]
+    assert duplicates.unshared["original"] == [f"text {i}" for i in range(30, 40)]
 
 
 @pytest.mark.parametrize(("interval", "expected"), [((0.15, 0.3), "misaligned"), ((0.01, 0.05), "aligned"),
