@@ -8,6 +8,7 @@ draw that baseline at the start of every bias type's curve.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -89,19 +90,36 @@ def collect_evaluations(params: StudyParams, store: Store) -> pd.DataFrame:
 
 def collect_misalignment(params: StudyParams, store: Store) -> pd.DataFrame:
     """The three misalignments of every generated data set (05), and the generator's stereotype agreement
-    where its log-probabilities are at hand (a local generator)."""
+    where its log-probabilities are at hand (a local generator, or a server that offers them)."""
     from .misalign import misalign_artifact, stereotype_rows
 
     tables = [pd.read_csv(misalign_artifact(params, attribute, bias_type, store).file("rows.csv"))
               for attribute in params.grid.attributes for bias_type in params.grid.bias_types]
-    if params.generate.backend == "transformers":
-        tables.append(pd.DataFrame(stereotype_rows(params, store), columns=list(RECORD_KEYS)))
+    tables.append(pd.DataFrame(stereotype_rows(params, store), columns=list(RECORD_KEYS)))
     return pd.concat(tables, ignore_index=True).loc[:, list(RECORD_KEYS)]
 
 
-def write_record(metrics: pd.DataFrame, out_dir: Path) -> Path:
+SKIPPED_FILE = "skipped.txt"
+
+
+def skipped_analyses(params: StudyParams, store: Store) -> list[str]:
+    """One line per analysis the record lacks, saying why: a reader of ``metrics.csv`` learns that rows are
+    missing on purpose (the stereotype agreement, when the generator's server offers no log-probabilities)."""
+    from .misalign import stereotype_artifact, stereotype_note, stereotype_status
+
+    stereotypes = stereotype_artifact(params, store)
+    return [] if stereotype_status(stereotypes)["scored"] else [stereotype_note(stereotypes)]
+
+
+def write_record(metrics: pd.DataFrame, out_dir: Path, skipped: Sequence[str] = ()) -> Path:
+    """``metrics.csv``, and beside it :data:`SKIPPED_FILE` with the :func:`skipped_analyses` lines when there
+    are any (a stale one from an earlier run is removed)."""
     path = Path(out_dir) / "metrics.csv"
     write_text_atomic(path, metrics.to_csv(index=False))
+    if skipped:
+        write_text_atomic(path.with_name(SKIPPED_FILE), "".join(f"{line}\n" for line in skipped))
+    else:
+        path.with_name(SKIPPED_FILE).unlink(missing_ok=True)
     return path
 
 
