@@ -19,6 +19,7 @@ import os
 import random
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -34,7 +35,7 @@ from .cues import CULTURE_WORDS, GENDER_WORDS, infer_gender
 from .store import Artifact, JsonlJournal, Store, canonical_json, write_jsonl, write_text_atomic
 
 STAGE = "generate"
-STAGE_VERSION = "2"  # 2: retries refill the occupations still short
+STAGE_VERSION = "3"  # 2: retries refill the occupations still short; 3: batch plans journalled, answers stored
 
 DROP_REASONS = ("empty", "refused", "truncated", "off_format", "too_short", "duplicate")
 
@@ -57,16 +58,33 @@ class Request:
     meta: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class BatchAnswers:
+    """The answers to one planned batch, and the new tokens the backend spent on them."""
+
+    index: int
+    answers: Mapping[str, str]
+    new_tokens: int
+
+
 class Backend(Protocol):
-    """Answers requests. ``continues_prefix``: answers continue the prefix (True) or include it (False)."""
+    """Answers requests. ``continues_prefix``: answers continue the prefix (True) or include it (False).
+
+    Why batches are planned apart from answering: a sampled answer depends on its batch (padding, and
+    the batch's seed), so the plan is fixed once from a round's whole request list and journalled; a
+    resumed run replays it and asks only the batches still missing, and gets the same answers.
+    """
 
     continues_prefix: bool
 
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the answers (recorded per sample, part of the cache key; no secrets)."""
 
-    def stream(self, requests: Sequence[Request], seed: int) -> Iterator[tuple[str, str]]:
-        """Yield ``(request id, answer)`` as answers arrive, in any order."""
+    def plan_batches(self, requests: Sequence[Request]) -> list[list[str]]:
+        """The request ids of each batch, in the order batches are asked."""
+
+    def stream(self, batches: Mapping[int, Sequence[Request]], seed: int) -> Iterator[BatchAnswers]:
+        """Answer each planned batch (by its index in the plan); yield whole batches as they finish."""
 
 
 # ---------------------------------------------------------------------------------------------- templates
@@ -270,7 +288,6 @@ class TransformersBackend:
     temperature: float
     top_p: float
     continues_prefix: bool = True
-    new_tokens: int = field(default=0, init=False)
     _loaded: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
     def settings(self) -> dict[str, Any]:
@@ -294,27 +311,32 @@ class TransformersBackend:
         messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.instruction}]
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + request.prefix
 
-    def stream(self, requests: Sequence[Request], seed: int) -> Iterator[tuple[str, str]]:
+    def plan_batches(self, requests: Sequence[Request]) -> list[list[str]]:
+        """Prompts of similar length batched together (less padding), ties broken by id."""
+        ordered = sorted(requests, key=lambda r: (len(self.prompt_text(r)), r.id))
+        return [[r.id for r in ordered[i : i + self.batch_size]] for i in range(0, len(ordered), self.batch_size)]
+
+    def stream(self, batches: Mapping[int, Sequence[Request]], seed: int) -> Iterator[BatchAnswers]:
+        for index, batch in batches.items():
+            yield self.answer_batch(index, batch, seed)
+
+    def answer_batch(self, index: int, batch: Sequence[Request], seed: int) -> BatchAnswers:
+        """One left-padded batch, sampled with a seed fixed by the plan (:func:`batch_seed`)."""
         import torch
 
         model, tokenizer = self.load()
-        prompts = {r.id: self.prompt_text(r) for r in requests}
-        ordered = sorted(requests, key=lambda r: (len(prompts[r.id]), r.id))  # similar lengths: less padding
-        for start in range(0, len(ordered), self.batch_size):
-            batch = ordered[start : start + self.batch_size]
-            encoded = tokenizer([prompts[r.id] for r in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            encoded = encoded.to(model.device)
-            torch.manual_seed(_int_seed(seed, batch[0].id))
-            with torch.inference_mode():
-                output = model.generate(
-                    **encoded, do_sample=True, temperature=self.temperature, top_p=self.top_p,
-                    max_new_tokens=self.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                    stop_strings=["\n\n"], tokenizer=tokenizer,
-                )
-            new = output[:, encoded["input_ids"].shape[1] :]
-            self.new_tokens += int((new != tokenizer.pad_token_id).sum())
-            for request, answer in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
-                yield request.id, answer
+        encoded = tokenizer([self.prompt_text(r) for r in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        torch.manual_seed(batch_seed(seed, batch))
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, do_sample=True, temperature=self.temperature, top_p=self.top_p,
+                max_new_tokens=self.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                stop_strings=["\n\n"], tokenizer=tokenizer,
+            )
+        new = output[:, encoded["input_ids"].shape[1] :]
+        answers = tokenizer.batch_decode(new, skip_special_tokens=True)
+        return BatchAnswers(index, {r.id: a for r, a in zip(batch, answers)}, int((new != tokenizer.pad_token_id).sum()))
 
 
 @dataclass
@@ -332,7 +354,6 @@ class OpenAIBackend:
     temperature: float
     top_p: float
     continues_prefix: bool = False
-    new_tokens: int = field(default=0, init=False)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -352,14 +373,21 @@ class OpenAIBackend:
             )
         return openai.OpenAI(api_key=key or "not-needed", base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
 
-    def stream(self, requests: Sequence[Request], seed: int) -> Iterator[tuple[str, str]]:
+    def plan_batches(self, requests: Sequence[Request]) -> list[list[str]]:
+        """One request per batch: each is sent alone, with its own seed, so no batch depends on another."""
+        return [[r.id] for r in sorted(requests, key=lambda r: r.id)]
+
+    def stream(self, batches: Mapping[int, Sequence[Request]], seed: int) -> Iterator[BatchAnswers]:
         client = self.client()
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {pool.submit(self._ask, client, r, seed): r.id for r in requests}
+            futures = {pool.submit(self._ask, client, batch[0], seed): (index, batch[0].id) for index, batch in batches.items()}
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                index, request_id = futures[future]
+                answer, tokens = future.result()
+                yield BatchAnswers(index, {request_id: answer}, tokens)
 
-    def _ask(self, client: Any, request: Request, seed: int) -> str:
+    def _ask(self, client: Any, request: Request, seed: int) -> tuple[str, int]:
+        """The answer and its completion tokens, retried with backoff on rate limits and server errors."""
         import openai
 
         instruction = request.instruction
@@ -371,7 +399,7 @@ class OpenAIBackend:
             try:
                 response = client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=self.max_new_tokens,
-                    temperature=self.temperature, top_p=self.top_p, seed=_int_seed(seed, request.id) % 2**31,
+                    temperature=self.temperature, top_p=self.top_p, seed=batch_seed(seed, [request]) % 2**31,
                 )
             except retryable as error:
                 if attempt == self.max_retries:
@@ -381,9 +409,8 @@ class OpenAIBackend:
                     ) from None
                 time.sleep(self.backoff_s * 2**attempt * (0.5 + random.random() / 2))
                 continue
-            if response.usage is not None:
-                self.new_tokens += response.usage.completion_tokens or 0
-            return response.choices[0].message.content or ""
+            tokens = (response.usage.completion_tokens or 0) if response.usage is not None else 0
+            return response.choices[0].message.content or "", tokens
         raise AssertionError("unreachable")
 
 
@@ -402,8 +429,21 @@ def make_backend(params: StudyParams, store: Store, device: str) -> Backend:
     )
 
 
-def _int_seed(seed: int, text: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{text}".encode()).digest()[:8], "little")
+def answer_requests(backend: Backend, requests: Sequence[Request], seed: int) -> tuple[dict[str, str], int]:
+    """Every request's answer under the backend's batch plan, and the new tokens spent; no journal
+    (benchmarks and checks: the study's loop goes through :class:`AnswerJournal`)."""
+    by_id = {r.id: r for r in requests}
+    batches = {i: [by_id[id_] for id_ in ids] for i, ids in enumerate(backend.plan_batches(requests))}
+    answers, tokens = {}, 0
+    for done in backend.stream(batches, seed):
+        answers.update(done.answers)
+        tokens += done.new_tokens
+    return answers, tokens
+
+
+def batch_seed(seed: int, batch: Sequence[Request]) -> int:
+    """A batch's sampling seed, from the run's seed and the batch's first request id (both fixed by the plan)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{batch[0].id}".encode()).digest()[:8], "little")
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -411,7 +451,11 @@ def _int_seed(seed: int, text: str) -> int:
 
 @dataclass
 class GenerationReport:
-    """What happened: counts of valid samples and of drops per reason, attempts, time and tokens."""
+    """What happened: counts of valid samples and of drops per reason, attempts, time and tokens.
+
+    ``seconds`` and ``new_tokens`` add up every process that worked on the artifact (a killed run and
+    its resumption), read from the journal; ``processes`` says how many there were.
+    """
 
     requested: int
     valid: int = 0
@@ -420,28 +464,84 @@ class GenerationReport:
     drops: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     new_tokens: int = 0
+    processes: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "requested": self.requested, "valid": self.valid, "attempts": self.attempts, "rounds": self.rounds,
             "drops": {reason: self.drops.get(reason, 0) for reason in DROP_REASONS},
-            "seconds": round(self.seconds, 3), "new_tokens": self.new_tokens,
+            "seconds": round(self.seconds, 3), "new_tokens": self.new_tokens, "processes": self.processes,
         }
+
+
+class AnswerJournal:
+    """The scratch record of one generation: each round's batch plan, then each answered batch, whole.
+
+    One line per batch means a kill leaves a batch either answered or not (a torn line is dropped), and
+    the plan line lets a resumed run ask exactly the batches the first run would have asked. Each batch
+    line also carries its process's id, elapsed seconds and new tokens, so the report can add up
+    every process honestly.
+    """
+
+    def __init__(self, journal: JsonlJournal) -> None:
+        self.journal = journal
+        self.process = uuid.uuid4().hex[:12]
+        self.started = time.perf_counter()
+        records = journal.read()
+        self.plans: dict[int, list[list[str]]] = {r["round"]: r["plan"] for r in records if "plan" in r}
+        self.batches: dict[tuple[int, int], dict[str, Any]] = {(r["round"], r["batch"]): r for r in records if "answers" in r}
+
+    def plan(self, round_index: int, requests: Sequence[Request], backend: Backend) -> list[list[str]]:
+        """The round's batch plan: the journalled one when resuming, else the backend's, journalled first."""
+        if round_index not in self.plans:
+            self.plans[round_index] = backend.plan_batches(requests)
+            self.journal.append({"round": round_index, "plan": self.plans[round_index]})
+        plan = self.plans[round_index]
+        if sorted(i for batch in plan for i in batch) != sorted(r.id for r in requests):
+            raise GenerationError(
+                f"the journal {self.journal.path} holds a batch plan for round {round_index} that does not match its "
+                "requests; it belongs to another run: delete that scratch directory and run again"
+            )
+        return plan
+
+    def answer_round(self, round_index: int, requests: Sequence[Request], backend: Backend, seed: int) -> dict[str, str]:
+        """Every request's answer: journalled batches as they were, the missing ones asked now."""
+        by_id = {r.id: r for r in requests}
+        plan = self.plan(round_index, requests, backend)
+        missing = {i: [by_id[id_] for id_ in ids] for i, ids in enumerate(plan) if (round_index, i) not in self.batches}
+        for done in backend.stream(missing, seed):
+            record = {"round": round_index, "batch": done.index, "answers": dict(done.answers),
+                      "new_tokens": done.new_tokens, "process": self.process,
+                      "seconds": round(time.perf_counter() - self.started, 3)}
+            self.journal.append(record)
+            self.batches[(round_index, done.index)] = record
+        return {id_: answer for i in range(len(plan)) for id_, answer in self.batches[(round_index, i)]["answers"].items()}
+
+    def answer_rows(self) -> list[dict[str, Any]]:
+        """Every raw answer in plan order, for the artifact (what was asked, including what was dropped)."""
+        return [{"id": id_, "round": r, "batch": i, "answer": self.batches[(r, i)]["answers"][id_]}
+                for r in sorted(self.plans) for i, ids in enumerate(self.plans[r]) for id_ in ids]
+
+    def totals(self) -> tuple[float, int, int]:
+        """(seconds, new tokens, processes) over every process, this one up to now."""
+        last: dict[str, float] = {self.process: time.perf_counter() - self.started}
+        for record in self.batches.values():
+            last[record["process"]] = max(last.get(record["process"], 0.0), record["seconds"])
+        tokens = sum(record["new_tokens"] for record in self.batches.values())
+        return sum(last.values()), tokens, len(last)
 
 
 def collect_samples(
     backend: Backend, attribute: str, bias_type: str, n: int, seed: int, generate: Generate,
     templates: Mapping[str, Any], occupations: Sequence[str], cultures: Sequence[str], book: NameBook,
-    journal: JsonlJournal,
+    journal: AnswerJournal,
 ) -> tuple[list[dict[str, Any]], GenerationReport]:
     """Ask, parse, validate and deduplicate until ``n`` valid samples exist or the bound is hit."""
-    answered = {row["id"]: row["answer"] for row in journal.read()}
     targets = Counter(balanced_occupations(n, occupations))
     report = GenerationReport(requested=n)
     samples: list[dict[str, Any]] = []
     seen: set[str] = set()
     max_attempts = int(n * generate.max_attempts_factor)
-    started = time.perf_counter()
     while len(samples) < n:
         missing = n - len(samples)
         if report.attempts + missing > max_attempts:
@@ -453,10 +553,7 @@ def collect_samples(
         have = Counter(sample["occupation"] for sample in samples)
         wanted = [occ for occ in occupations for _ in range(targets[occ] - have[occ])]  # ask again where short
         batch = plan_requests(attribute, bias_type, wanted, report.rounds, seed, templates, cultures, book)
-        todo = [r for r in batch if r.id not in answered]
-        for request_id, answer in backend.stream(todo, seed):
-            journal.append({"id": request_id, "answer": answer})
-            answered[request_id] = answer
+        answered = journal.answer_round(report.rounds, batch, backend, seed)
         for request in batch:
             sample, reason = parse_answer(
                 answered[request.id], request, backend.continues_prefix, generate, templates["refusal_markers"]
@@ -473,8 +570,7 @@ def collect_samples(
         report.attempts += len(batch)
         report.rounds += 1
     report.valid = len(samples)
-    report.seconds = time.perf_counter() - started
-    report.new_tokens = getattr(backend, "new_tokens", 0)
+    report.seconds, report.new_tokens, report.processes = journal.totals()
     return samples, report
 
 
@@ -514,11 +610,13 @@ def generate_samples(params: StudyParams, attribute: str, bias_type: str, store:
 
     def compute(out: Path, scratch: Path) -> None:
         book = default_name_book()
+        journal = AnswerJournal(JsonlJournal(scratch / "answers.jsonl"))
         samples, report = collect_samples(
             backend, attribute, bias_type, params.generate.n, params.seed, params.generate, templates,
-            params.data.occupations, params.data.cultures, book, JsonlJournal(scratch / "answers.jsonl"),
+            params.data.occupations, params.data.cultures, book, journal,
         )
         write_jsonl(samples, out / "samples.jsonl")
+        write_jsonl(journal.answer_rows(), out / "answers.jsonl")
         write_text_atomic(out / "report.json", canonical_json(report.as_dict()))
 
     return store.get_or_compute(STAGE, key_params, compute, version=STAGE_VERSION)

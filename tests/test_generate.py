@@ -134,7 +134,6 @@ class ScriptedBackend:
     """Answers from a script, to test the loop itself: duplicates, retries, the bound."""
 
     continues_prefix = True
-    new_tokens = 0
 
     def __init__(self, answer_for) -> None:
         self.answer_for = answer_for
@@ -143,16 +142,19 @@ class ScriptedBackend:
     def settings(self) -> dict:
         return {"backend": "scripted"}
 
-    def stream(self, requests: Sequence[g.Request], seed: int) -> Iterator[tuple[str, str]]:
-        for request in requests:
-            self.asked.append(request.id)
-            yield request.id, self.answer_for(request)
+    def plan_batches(self, requests: Sequence[g.Request]) -> list[list[str]]:
+        return [[r.id] for r in requests]
+
+    def stream(self, batches, seed: int) -> Iterator[g.BatchAnswers]:
+        for index, batch in batches.items():
+            self.asked += [r.id for r in batch]
+            yield g.BatchAnswers(index, {r.id: self.answer_for(r) for r in batch}, 0)
 
 
 def _collect(backend, templates, book, journal, n=12, factor=4.0, bias_type="contrastive-explicit"):
     generate = GEN.model_copy(update={"max_attempts_factor": factor})
     return g.collect_samples(backend, "gender", bias_type, n, 0, generate, templates, OCCUPATIONS,
-                             ["arabic", "chinese", "portuguese", "spanish"], book, journal)
+                             ["arabic", "chinese", "portuguese", "spanish"], book, g.AnswerJournal(journal))
 
 
 def test_loop_drops_duplicates_and_bad_answers_and_asks_again_until_n(templates, book, tmp_path) -> None:
@@ -251,14 +253,14 @@ def test_a_killed_generation_resumes_without_asking_again(tmp_path) -> None:
         journal = None
         while time.time() < deadline:
             found = list(store_dir.glob("generate/*.scratch/answers.jsonl"))
-            if found and len(found[0].read_text().splitlines()) >= 6:
+            if found and len(found[0].read_text().splitlines()) >= 7:  # the plan and six answers
                 journal = found[0]
                 break
             time.sleep(0.05)
         assert journal is not None, "generation never started"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        answered_before = len(JsonlJournal(journal).read())
+        answered_before = sum("answers" in record for record in JsonlJournal(journal).read())
         asked_before = sum(server.attempts.values())
         assert answered_before < 24
         result = subprocess.run([sys.executable, "-c", RESUMABLE_RUN, str(store_dir), "-", *overrides],
@@ -277,9 +279,9 @@ def test_transformers_backend_on_the_tiny_model_is_seeded_and_answers_each_reque
     store = Store(tmp_path)
     backend = g.make_backend(params, store, "cpu")
     requests = _plan(templates, book, "gender", "contrastive-explicit", n=5)
-    first = dict(backend.stream(requests, seed=0))
-    again = dict(g.make_backend(params, store, "cpu").stream(requests, seed=0))
-    other = dict(backend.stream(requests, seed=1))
+    first, _ = g.answer_requests(backend, requests, 0)
+    again, _ = g.answer_requests(g.make_backend(params, store, "cpu"), requests, 0)
+    other, _ = g.answer_requests(backend, requests, 1)
     assert set(first) == {r.id for r in requests}
     assert first == again and first != other
     assert backend.prompt_text(requests[0]).endswith(requests[0].prefix)
