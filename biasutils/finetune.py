@@ -26,7 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -335,14 +335,33 @@ def _unsloth_student(params: StudyParams, store: Store, seed: int) -> tuple[nn.M
 
 @dataclass
 class TrainState:
-    """What a resumed run needs: finished epochs, the loss curve, adapter and optimiser state."""
+    """What a resumed run needs: finished epochs, the loss curve, adapter, optimiser and RNG state.
+
+    ``epoch_seconds`` times each finished epoch in the process that ran it, and ``processes`` counts the
+    processes that trained (1 + resumptions), so a resumed run's report adds up both honestly.
+    """
 
     epoch: int
     curve: list[dict[str, float]]
+    epoch_seconds: list[float] = field(default_factory=list)
+    processes: int = 1
 
     @staticmethod
     def path(scratch: Path) -> Path:
         return scratch / "checkpoint.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator a training step draws from: torch's CPU generator (LoRA dropout on a CPU) and each
+    CUDA device's. The batch order needs none: it is drawn afresh from (seed, epoch) in every epoch."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(scratch: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
@@ -350,21 +369,26 @@ def save_checkpoint(scratch: Path, model: nn.Module, optimizer: torch.optim.Opti
     from peft import get_peft_model_state_dict
 
     tmp = scratch / "checkpoint.pt.tmp"
-    torch.save({"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
-                "epoch": state.epoch, "curve": state.curve}, tmp)
+    torch.save({"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                "epoch": state.epoch, "curve": state.curve, "epoch_seconds": state.epoch_seconds,
+                "processes": state.processes}, tmp)
     tmp.replace(TrainState.path(scratch))
 
 
 def resume(scratch: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+    """The state after the last finished epoch, with the generators where they were; a fresh state when
+    there is no checkpoint, or only one without RNG state (it could not continue the same run)."""
     from peft import set_peft_model_state_dict
 
     path = TrainState.path(scratch)
-    if not path.exists():
+    saved = torch.load(path, weights_only=False) if path.exists() else {}
+    if "rng" not in saved:
         return TrainState(epoch=0, curve=[])
-    saved = torch.load(path, weights_only=False)
     set_peft_model_state_dict(model, saved["adapter"])
     optimizer.load_state_dict(saved["optimizer"])
-    return TrainState(epoch=saved["epoch"], curve=saved["curve"])
+    restore_rng_state(saved["rng"])
+    return TrainState(epoch=saved["epoch"], curve=saved["curve"], epoch_seconds=saved["epoch_seconds"],
+                      processes=saved["processes"] + 1)
 
 
 def train(
@@ -372,7 +396,11 @@ def train(
     finetune: Finetune, attribute: str, seed: int, scratch: Path, extra_loss: ExtraLoss | None = None,
     pad_id: int = 0,
 ) -> TrainState:
-    """AdamW at a constant learning rate over shuffled batches; checkpoints after every epoch."""
+    """AdamW at a constant learning rate over shuffled batches; checkpoints after every epoch.
+
+    A resumed run restores the generators saved with the checkpoint, so dropout draws the masks the
+    uninterrupted run would have drawn and the adapter comes out the same, bit for bit.
+    """
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -382,6 +410,7 @@ def train(
     layers = (n_frozen, n_layers) if n_frozen else None
     model.train()
     for epoch in range(state.epoch, finetune.epochs[attribute]):
+        started = time.perf_counter()
         order = np.random.default_rng([seed, epoch]).permutation(len(examples))
         for start in range(0, len(order), finetune.batch_size):
             batch = collate([examples[i] for i in order[start : start + finetune.batch_size]], cached, device, pad_id)
@@ -394,6 +423,7 @@ def train(
             optimizer.step()
             state.curve.append({"step": len(state.curve), "epoch": epoch, "loss": float(loss.detach()), **parts})
         state.epoch = epoch + 1
+        state.epoch_seconds.append(round(time.perf_counter() - started, 3))
         save_checkpoint(scratch, model, optimizer, state)
     model.eval()
     return state
@@ -476,9 +506,8 @@ def finetune_artifact(
             cached = {}
             for source, filename in training_sources(params, attribute, bias_type, store):
                 cached.update(load_activations(activations_artifact(params, source, filename, store)))
-        started = time.perf_counter()
         state = train(model, examples, cached, n_frozen, ft, attribute, seed, scratch, extra_loss, tokenizer.pad_token_id)
-        seconds = time.perf_counter() - started
+        seconds = sum(state.epoch_seconds)  # every kept epoch, timed in the process that ran it
         probe = collate(examples[:8], cached, next(model.parameters()).device, tokenizer.pad_token_id)
         change = check_adapter_changes_outputs(model, probe, (n_frozen, decoder_parts(model)[0].config.num_hidden_layers) if n_frozen else None)
         model.save_pretrained(str(out / "adapter"))
@@ -487,6 +516,7 @@ def finetune_artifact(
         report = {
             "backend_used": backend_used, "examples": len(examples), "epochs": ft.epochs[attribute],
             "train_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+            "processes": state.processes,
             "frozen_layers": n_frozen, "adapter_logit_change": change, "device": device,
         }
         write_text_atomic(out / "report.json", canonical_json(report))
