@@ -57,6 +57,11 @@ TASKS: tuple[str, ...] = get_args(Task)
 
 # Models resolved by name in biasutils.models; anything else must be a Hub id or a local directory.
 NAMED_MODELS: tuple[str, ...] = ("smollm2-135m-instruct", "minilm-l6", "tiny-random-llama")
+# Context windows (tokens) of the named causal LMs, so lengths are bounded when params load.
+NAMED_CONTEXT: dict[str, int] = {"smollm2-135m-instruct": 8192, "tiny-random-llama": 2048}
+# Rows of LabHC/bias_in_bios per split: the most either data source can hold (the offline corpus stands
+# in for it, and a corpus past this size only exhausts memory).
+BIAS_IN_BIOS_ROWS: dict[str, int] = {"n_train": 257_478, "n_test": 99_069}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -287,18 +292,75 @@ class StudyParams(_Strict):
     inheritance: Inheritance = Field(default_factory=Inheritance)
 
 
-def check_enough_augmented_data(params: StudyParams) -> None:
-    """The largest ratio of the grid must be fillable from ``generate.n`` samples (fail before any work)."""
-    from .mix import mix_sizes
+# ---------------------------------------------------------------------------------------------- sizes
 
+
+def rows_per_cell(n: int, field: str, occupations: Sequence[str]) -> int:
+    """Rows per occupation x gender cell; ``n`` must split evenly so every occupation is gender-balanced."""
+    cells = 2 * len(occupations)
+    if n % cells:
+        lower, upper = n - n % cells, n - n % cells + cells
+        raise ValueError(
+            f"data.{field}={n} must be a multiple of 2 x {len(occupations)} occupations = {cells}, so that "
+            f"every occupation has as many male as female biographies; nearest allowed: "
+            f"{', '.join(str(v) for v in (lower, upper) if v > 0)}"
+        )
+    return n // cells
+
+
+def mix_sizes(n_original: int, ratio: float, hold_total_size: bool = False) -> tuple[int, int]:
+    """(originals kept, augmented added) for a bias ratio γ; rounding to the nearest whole sample.
+
+    The paper holds D_o fixed and grows D_a, so |D_a| = γ/(1−γ)·|D_o|; ``hold_total_size`` keeps
+    |D_o| + |D_a| = |D_o| instead. Here, not in the mix stage, because params are checked with it.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio: {ratio!r} is not a valid bias ratio; allowed: 0 <= ratio < 1")
+    if n_original <= 0:
+        raise ValueError(f"n_original: {n_original} must be a positive number of original samples")
+    if hold_total_size:
+        n_augmented = int(round(ratio * n_original))
+        return n_original - n_augmented, n_augmented
+    return n_original, int(round(ratio / (1.0 - ratio) * n_original))
+
+
+def size_problems(params: StudyParams) -> list[str]:
+    """Every size the design cannot hold, one message each: found when params load, not in a kernel."""
+    problems = []
+    for field in ("n_train", "n_test"):
+        n, limit = getattr(params.data, field), BIAS_IN_BIOS_ROWS[field]
+        if n > limit:
+            problems.append(f"data.{field}: {n} rows; allowed: at most {limit:,}, the rows of Bias in Bios' "
+                            f"{field.removeprefix('n_')} split (the offline corpus stands in for it)")
+            continue
+        try:
+            rows_per_cell(n, field, params.data.occupations)
+        except ValueError as error:
+            problems.append(str(error))
     for ratio in params.grid.ratios:
         _, needed = mix_sizes(params.data.n_train, ratio, params.mix.hold_total_size)
         if needed > params.generate.n:
-            raise ParamsError(
-                f"invalid parameters in profile {params.profile!r}:\n  generate.n: {params.generate.n} samples per "
-                f"bias type cannot fill grid.ratios γ = {ratio} with data.n_train = {params.data.n_train} "
-                f"(it needs {needed}); allowed: generate.n >= {needed}, or smaller ratios"
+            problems.append(
+                f"generate.n: {params.generate.n} samples per bias type cannot fill grid.ratios γ = {ratio} with "
+                f"data.n_train = {params.data.n_train} (it needs {needed}); allowed: generate.n >= {needed}, or smaller ratios"
             )
+            break
+    return problems + context_problems(params)
+
+
+def context_problems(params: StudyParams) -> list[str]:
+    """Lengths past a named model's context window (a Hub model's window is only known once it loads)."""
+    problems = []
+    generator = NAMED_CONTEXT.get(params.models.generator)
+    if generator and params.generate.backend == "transformers" and params.generate.max_new_tokens >= generator:
+        problems.append(f"generate.max_new_tokens: {params.generate.max_new_tokens}; allowed: below "
+                        f"{generator}, the context window of models.generator {params.models.generator!r}")
+    student = NAMED_CONTEXT.get(params.models.student)
+    lengths = {"finetune.max_length": params.finetune.max_length,
+               **{f"evaluate.max_new_tokens.{task}": n for task, n in params.evaluate.max_new_tokens.items()}}
+    problems += [f"{name}: {value}; allowed: at most {student}, the context window of models.student "
+                 f"{params.models.student!r}" for name, value in lengths.items() if student and value > student]
+    return problems
 
 
 def available_profiles(params_dir: Path = PARAMS_DIR) -> list[str]:
@@ -329,7 +391,9 @@ def validate_params(raw: dict[str, Any]) -> StudyParams:
         where = f"profile {raw.get('profile', '?')!r}"
         lines = [describe_error(e) for e in error.errors()]
         raise ParamsError(f"invalid parameters in {where}:\n  " + "\n  ".join(lines)) from None
-    check_enough_augmented_data(params)
+    problems = size_problems(params)
+    if problems:
+        raise ParamsError(f"invalid parameters in profile {params.profile!r}:\n  " + "\n  ".join(problems))
     return params
 
 
@@ -345,7 +409,19 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise ParamsError(f"--set {dotted}: {key!r} is a value, not a section")
         node = child
-    node[keys[-1]] = yaml.safe_load(text)
+    node[keys[-1]] = parse_override_value(override, text)
+
+
+def parse_override_value(override: str, text: str) -> Any:
+    """The value of one ``--set`` item as YAML data; tags such as ``!!python/object`` are refused, never run."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ParamsError(
+            f"--set {override!r}: the value is not plain YAML data ({problem}); allowed: a number, a string, "
+            "true/false, null, a [list] or a {mapping}, e.g. grid.ratios=[0,0.1]"
+        ) from None
 
 
 def describe_error(error: dict[str, Any]) -> str:

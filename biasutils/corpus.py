@@ -54,7 +54,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from sklearn.pipeline import make_pipeline
 
-from biasutils.config import GENDERS, Data
+from biasutils.config import GENDERS, Data, rows_per_cell
 
 SPLITS = ("train", "test")
 CUE_STRENGTHS = ("strong", "weak", "ambiguous")
@@ -468,19 +468,6 @@ def biography(rng: random.Random, person: Person, occupation: str, strength: str
 # ----------------------------------------------------------------------------------------------------
 # Balanced design of a split
 # ----------------------------------------------------------------------------------------------------
-
-
-def rows_per_cell(n: int, field: str, occupations: Sequence[str]) -> int:
-    """Rows per occupation x gender cell; ``n`` must split evenly so every occupation is gender-balanced."""
-    cells = 2 * len(occupations)
-    if n % cells:
-        lower, upper = n - n % cells, n - n % cells + cells
-        raise ValueError(
-            f"data.{field}={n} must be a multiple of 2 x {len(occupations)} occupations = {cells}, so that "
-            f"every occupation has as many male as female biographies; nearest allowed: "
-            f"{', '.join(str(v) for v in (lower, upper) if v > 0)}"
-        )
-    return n // cells
 
 
 def cue_strength_sequence(n: int, data: Data) -> list[str]:

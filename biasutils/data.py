@@ -25,8 +25,8 @@ from typing import Any
 import datasets
 import numpy as np
 
-from biasutils.config import GENDERS, Data
-from biasutils.corpus import SPLITS, build_corpus, rows_per_cell
+from biasutils.config import GENDERS, Data, rows_per_cell
+from biasutils.corpus import SPLITS, build_corpus
 from biasutils.store import Artifact, Store, read_jsonl, write_jsonl
 
 STAGE = "original-data"

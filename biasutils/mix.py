@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import mix_sizes
+
 if TYPE_CHECKING:
     from .config import StudyParams
     from .store import Artifact, Store
@@ -28,18 +30,6 @@ SOURCE_AUGMENTED = "augmented"
 
 class MixError(ValueError):
     """An impossible mix: the message names the field and what would make it possible."""
-
-
-def mix_sizes(n_original: int, ratio: float, hold_total_size: bool = False) -> tuple[int, int]:
-    """(originals kept, augmented added) for a bias ratio; rounding to the nearest whole sample."""
-    if not 0.0 <= ratio < 1.0:
-        raise MixError(f"ratio: {ratio!r} is not a valid bias ratio; allowed: 0 <= ratio < 1")
-    if n_original <= 0:
-        raise MixError(f"n_original: {n_original} must be a positive number of original samples")
-    if hold_total_size:
-        n_augmented = int(round(ratio * n_original))
-        return n_original - n_augmented, n_augmented
-    return n_original, int(round(ratio / (1.0 - ratio) * n_original))
 
 
 def nested_order(n: int, seed: int, salt: int) -> np.ndarray:
@@ -55,7 +45,10 @@ def mix(
     hold_total_size: bool = False,
 ) -> list[dict[str, Any]]:
     """The fine-tuning mix, each row tagged with ``source``; order is shuffled by ``seed``."""
-    n_keep, n_aug = mix_sizes(len(original), ratio, hold_total_size)
+    try:
+        n_keep, n_aug = mix_sizes(len(original), ratio, hold_total_size)
+    except ValueError as error:
+        raise MixError(str(error)) from None
     if n_aug > len(augmented):
         raise MixError(
             f"ratio: {ratio} needs {n_aug} augmented samples but only {len(augmented)} were generated; "

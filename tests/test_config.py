@@ -26,9 +26,9 @@ def test_the_three_profiles_load_and_validate() -> None:
 
 
 def test_overrides_set_nested_fields_with_yaml_values() -> None:
-    params = load_params("smoke", ["grid.ratios=[0, 0.05]", "data.n_train=10", "device=cpu"])
+    params = load_params("smoke", ["grid.ratios=[0, 0.05]", "data.n_train=24", "device=cpu"])
     assert params.grid.ratios == [0.0, 0.05]
-    assert params.data.n_train == 10
+    assert params.data.n_train == 24
 
 
 @pytest.mark.parametrize(
