@@ -76,8 +76,12 @@ def run_command(args: argparse.Namespace) -> str:
     stages = args.stages.split(",") if args.stages else None
     runner.select_stages(stages)  # validate before importing papermill and starting kernels
     from .inheritance import check_design
+    from .models import check_hub_ids
 
     check_design(params)
+    note = check_hub_ids(params)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     reports = args.reports or runner.REPORTS_DIR
     rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force, jobs=args.jobs)
     return f"{len(rendered)} notebook(s) current under {reports / params.profile}"

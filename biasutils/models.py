@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from biasutils.config import check_model_name
+from biasutils.config import NAMED_CONTEXT, NAMED_MODELS, ParamsError, StudyParams, check_model_name
 from biasutils.packages import package_dir
 from biasutils.store import Store
 
@@ -45,7 +45,7 @@ TINY_LLAMA_ARCHITECTURE: dict[str, Any] = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "intermediate_size": 128,
-    "max_position_embeddings": 2048,
+    "max_position_embeddings": NAMED_CONTEXT["tiny-random-llama"],
     "tie_word_embeddings": True,
 }
 TINY_LLAMA_SEED = 0
@@ -103,6 +103,76 @@ def load_embedder(name: str, store: Store, device: str = "cpu") -> SentenceTrans
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(model_dir(name, store), device=device)
+
+
+# --- Hub ids, checked before any work ----------------------------------------------------------
+
+HUB_TIMEOUT_S = 5.0
+
+
+def hub_ids(params: StudyParams) -> dict[str, tuple[str, str]]:
+    """``{field: (repo id, repo type)}`` for every model or data set the run will fetch from the Hub:
+    not a named model, not a local directory, and for the generator only when it runs locally."""
+    wanted = {"models.student": params.models.student, "models.embedder": params.models.embedder}
+    if params.generate.backend == "transformers":
+        wanted["models.generator"] = params.models.generator
+    ids = {field: (name, "model") for field, name in wanted.items()
+           if name not in NAMED_MODELS and not Path(name).expanduser().is_dir()}
+    if params.data.source == "bias_in_bios" and not Path(params.data.bias_in_bios_path).expanduser().is_dir():
+        ids["data.bias_in_bios_path"] = (params.data.bias_in_bios_path, "dataset")
+    return ids
+
+
+def in_hub_cache(repo_id: str, repo_type: str) -> bool:
+    """Whether the local Hugging Face cache holds a snapshot of the repository (so no network is needed)."""
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "snapshots"
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def hub_status(repo_id: str, repo_type: str) -> str:
+    """``found``, ``missing`` (no such repository, or a private one without a token), or
+    ``unreachable: <why>``: one small metadata request, bounded by :data:`HUB_TIMEOUT_S`."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return "unreachable: HF_HUB_OFFLINE is set"
+    try:
+        HfApi().repo_info(repo_id, repo_type=repo_type, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:
+        return "found"  # it exists; access is the loader's business (HF_TOKEN, an accepted licence)
+    except RepositoryNotFoundError:
+        return "missing"
+    except Exception as error:  # noqa: BLE001 - any failure to ask (DNS, proxy, timeout, 5xx) means "cannot check"
+        return f"unreachable: {type(error).__name__}"
+    return "found"
+
+
+def check_hub_ids(params: StudyParams) -> str | None:
+    """Refuse a Hub id that does not exist (ParamsError naming the field and id) before any work starts.
+
+    Ids in the local cache need no network. Returns one note listing the ids that could not be checked
+    (the Hub not reachable), to say once at the start, or None.
+    """
+    unchecked, missing = [], []
+    for field, (repo_id, repo_type) in hub_ids(params).items():
+        if in_hub_cache(repo_id, repo_type):
+            continue
+        status = hub_status(repo_id, repo_type)
+        if status == "missing":
+            missing.append(f"{field}: no {repo_type} {repo_id!r} on the Hugging Face Hub (or it is private and "
+                           "HF_TOKEN is not set); allowed: an existing Hub id, a local directory, or one of "
+                           f"{', '.join(NAMED_MODELS)}")
+        elif status.startswith("unreachable"):
+            unchecked.append(f"{field}={repo_id} ({status.removeprefix('unreachable: ')})")
+    if missing:
+        raise ParamsError(f"invalid parameters in profile {params.profile!r}:\n  " + "\n  ".join(missing))
+    if unchecked:
+        return ("the Hugging Face Hub is not reachable and these ids are not in the local cache, so they are "
+                f"checked only when they load: {'; '.join(unchecked)}")
+    return None
 
 
 # --- named models -------------------------------------------------------------------------------
