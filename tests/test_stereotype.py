@@ -13,6 +13,7 @@ from scipy import stats as scipy_stats
 from biasutils import misalign as m
 from biasutils import report
 from biasutils.config import load_params
+from biasutils.misalign import stereotype
 from biasutils.store import Store
 
 from fake_openai import FakeOpenAI
@@ -132,7 +133,8 @@ def test_the_local_generator_is_scored_as_before_and_says_so(tmp_path, monkeypat
     from biasutils.models import load_causal_lm
 
     items = m.stereotype_items(12, seed=0)
-    monkeypatch.setattr(m, "stereotype_items", lambda: items)  # a dozen are enough to compare, and quick
+    # a dozen are enough to compare, and quick; patched where stereotype_artifact looks it up
+    monkeypatch.setattr(stereotype, "stereotype_items", lambda: items)
     params, store = load_params("smoke", []), Store(tmp_path)
     artifact = m.stereotype_artifact(params, store)
     model, tokenizer = load_causal_lm(params.models.generator, store, "cpu")
@@ -145,6 +147,6 @@ def test_the_local_generator_is_scored_as_before_and_says_so(tmp_path, monkeypat
 
 def test_an_option_outside_the_top_logprobs_gets_a_bound_below_every_token_shown() -> None:
     top = [("Maybe", -0.4), (" yes", -1.9), ("YES", -1.0), ("I", -2.6)]
-    scores, bounded = m._option_scores(top, ("Yes", "No"))
+    scores, bounded = stereotype._option_scores(top, ("Yes", "No"))
     assert scores[0] == -1.0 and -2.6 - 1e-9 < scores[1] < -2.6 and bounded
-    assert m._option_scores([(" No", -0.2), ("yes", -2.2)], ("Yes", "No")) == ([-2.2, -0.2], False)
+    assert stereotype._option_scores([(" No", -0.2), ("yes", -2.2)], ("Yes", "No")) == ([-2.2, -0.2], False)
