@@ -158,10 +158,19 @@ class OpenAIGenerator(_Strict):
     backoff_s: Annotated[float, Field(ge=0)] = 1.0
 
 
+class VLLMGenerator(_Strict):
+    """vLLM's offline engine on a GPU (``generate.backend: vllm``): the generator's weights in GPU memory."""
+
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(0.85, description="share of GPU memory vLLM may take")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: PositiveInt | None = Field(None, description="context length to reserve (null: the model's)")
+    tensor_parallel_size: PositiveInt = 1
+
+
 class Generate(_Strict):
     """How augmented data is written (notebook 01)."""
 
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"
     n: PositiveInt = Field(120, description="valid samples per (attribute, bias type)")
     batch_size: PositiveInt = 32
     max_new_tokens: PositiveInt = 64
@@ -174,6 +183,7 @@ class Generate(_Strict):
     min_sentences: PositiveInt = Field(2, description="fewest complete sentences a valid biography holds")
     templates: str = Field("templates/generation.yaml", description="path relative to params/")
     openai: OpenAIGenerator = Field(default_factory=OpenAIGenerator)
+    vllm: VLLMGenerator = Field(default_factory=VLLMGenerator)
 
 
 class Mix(_Strict):
@@ -271,6 +281,23 @@ class Inheritance(_Strict):
     n_permutations: PositiveInt = Field(9999, description="sign flips per permutation test")
 
 
+class StageResources(_Strict):
+    """What one task of a stage asks an executor for (Ray: ``num_cpus``/``num_gpus`` of each task)."""
+
+    num_cpus: Annotated[float, Field(gt=0)] = 1.0
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Executor(_Strict):
+    """Resources per stage for ``python -m biasutils run --executor ray`` (the local executor shares the
+    machine's cores among its workers). A stage not named asks for one CPU."""
+
+    resources: dict[StageName, StageResources] = Field(default_factory=dict)
+
+    def for_stage(self, stage: str) -> StageResources:
+        return self.resources.get(stage, StageResources())  # type: ignore[call-overload]
+
+
 class StudyParams(_Strict):
     """One profile, fully resolved: everything a run depends on."""
 
@@ -290,6 +317,7 @@ class StudyParams(_Strict):
     finetune: Finetune = Field(default_factory=Finetune)
     evaluate: Evaluate = Field(default_factory=Evaluate)
     inheritance: Inheritance = Field(default_factory=Inheritance)
+    executor: Executor = Field(default_factory=Executor)
 
 
 # ---------------------------------------------------------------------------------------------- sizes
