@@ -75,10 +75,12 @@ def run_command(args: argparse.Namespace) -> str:
     params = load_params(args.profile, args.overrides)
     stages = args.stages.split(",") if args.stages else None
     runner.select_stages(stages)  # validate before importing papermill and starting kernels
+    from .generate import check_backend
     from .inheritance import check_design
     from .models import check_hub_ids
 
     check_design(params)
+    check_backend(params)
     note = check_hub_ids(params)
     if note:
         print(f"note: {note}", file=sys.stderr)

@@ -8,13 +8,15 @@ removes duplicates, and asks again for the shortfall until ``n`` valid samples e
 bound is hit (a clear error).
 
 Backends share one small interface (:class:`Backend`): ``transformers`` runs a local model with batched,
-seeded sampling; ``openai`` calls the OpenAI API or any OpenAI-compatible server concurrently with
-backoff. A third backend is one class with ``settings`` and ``stream``.
+seeded sampling; ``vllm`` runs the same local model in vLLM's offline engine on a GPU, each request with
+its own seed; ``openai`` calls the OpenAI API or any OpenAI-compatible server (``vllm serve`` included)
+concurrently with backoff. Another backend is one class with ``settings``, ``plan_batches`` and ``stream``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import random
 import re
@@ -29,7 +31,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from .config import OCCUPATIONS, PARAMS_DIR, Generate, StudyParams
+from .config import OCCUPATIONS, PARAMS_DIR, Generate, ParamsError, StudyParams, VLLMGenerator
 from .corpus import NameDrawer, NameTable, name_tables
 from .cues import CULTURE_WORDS, GENDER_WORDS, infer_gender
 from .store import Artifact, JsonlJournal, Store, canonical_json, write_jsonl, write_text_atomic
@@ -276,6 +278,13 @@ def normalized(text: str) -> str:
 # ---------------------------------------------------------------------------------------------- backends
 
 
+def chat_prompt(tokenizer: Any, request: Request) -> str:
+    """The prompt a local model continues: system and user turns in the model's chat template, the
+    assistant turn opened, then the answer prefix, so the answer carries the prefix's group cue."""
+    messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.instruction}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + request.prefix
+
+
 @dataclass
 class TransformersBackend:
     """A local causal LM: chat template + prefix, left-padded batches, seeded nucleus sampling."""
@@ -307,9 +316,7 @@ class TransformersBackend:
         return self._loaded
 
     def prompt_text(self, request: Request) -> str:
-        _, tokenizer = self.load()
-        messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.instruction}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + request.prefix
+        return chat_prompt(self.load()[1], request)
 
     def plan_batches(self, requests: Sequence[Request]) -> list[list[str]]:
         """Prompts of similar length batched together (less padding), ties broken by id."""
@@ -337,6 +344,86 @@ class TransformersBackend:
         new = output[:, encoded["input_ids"].shape[1] :]
         answers = tokenizer.batch_decode(new, skip_special_tokens=True)
         return BatchAnswers(index, {r.id: a for r, a in zip(batch, answers)}, int((new != tokenizer.pad_token_id).sum()))
+
+
+@dataclass
+class VLLMBackend:
+    """vLLM's offline engine on a GPU: the transformers backend's prompts (chat template + prefix), each
+    request sampled with its own seed, so an answer does not depend on which requests share its batch.
+
+    Why per-request seeds: vLLM schedules requests into its own batches as memory allows, so a seed per
+    planned batch could not fix what a request samples; a seed per request can, and then the plan only
+    sets how many answers are asked and journalled together (``generate.batch_size``). A resumed run asks
+    the missing requests with the same seeds. What no seed fixes: vLLM does not promise bitwise-identical
+    logits across batch compositions, so a request asked in another batch may differ in rounding.
+    """
+
+    model_name: str
+    store: Store
+    engine_settings: VLLMGenerator
+    batch_size: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    continues_prefix: bool = True
+    _engine: Any = field(default=None, init=False, repr=False)
+
+    def settings(self) -> dict[str, Any]:
+        # gpu_memory_utilization and tensor_parallel_size lay the work out on the GPU(s) (KV-cache room,
+        # weights split over devices): like which GPU runs it, which no backend keys on, they change speed,
+        # not the model or the sampling, so a rerun on another machine finds the same artifact. batch_size
+        # only groups journal lines (per-request seeds, above).
+        return {
+            "backend": "vllm", "model": self.model_name, "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature, "top_p": self.top_p, "dtype": self.engine_settings.dtype,
+            "max_model_len": self.engine_settings.max_model_len,
+        }
+
+    def engine(self) -> Any:
+        """The engine, started on first use (weights onto the GPU: seconds to minutes), never for a stored
+        artifact; refused with :class:`GenerationError` where vLLM cannot run (:func:`vllm_problem`)."""
+        if self._engine is None:
+            problem = vllm_problem()
+            if problem:
+                raise GenerationError(problem)
+            import vllm
+
+            from .models import model_dir
+
+            e = self.engine_settings
+            self._engine = vllm.LLM(
+                model=model_dir(self.model_name, self.store), dtype=e.dtype, max_model_len=e.max_model_len,
+                gpu_memory_utilization=e.gpu_memory_utilization, tensor_parallel_size=e.tensor_parallel_size,
+            )
+        return self._engine
+
+    def plan_batches(self, requests: Sequence[Request]) -> list[list[str]]:
+        """Requests by id in chunks of ``batch_size``: the chunks are journal lines, not sampling batches."""
+        ordered = [r.id for r in sorted(requests, key=lambda r: r.id)]
+        return [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
+
+    def stream(self, batches: Mapping[int, Sequence[Request]], seed: int) -> Iterator[BatchAnswers]:
+        for index, batch in batches.items():
+            yield self.answer_batch(index, batch, seed)
+
+    def answer_batch(self, index: int, batch: Sequence[Request], seed: int) -> BatchAnswers:
+        """One planned batch in one engine call, each request with the seed :func:`batch_seed` gives it alone.
+
+        Prompts go as token ids, tokenized without special tokens as the transformers backend does: a text
+        prompt would get a second BOS token where the chat template already opens with one (Llama 3).
+        """
+        import vllm
+
+        engine = self.engine()
+        tokenizer = engine.get_tokenizer()
+        prompts = [{"prompt_token_ids": tokenizer(chat_prompt(tokenizer, r), add_special_tokens=False)["input_ids"]}
+                   for r in batch]
+        sampling = [vllm.SamplingParams(
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens, stop=["\n\n"],
+            seed=batch_seed(seed, [r]) % 2**31) for r in batch]
+        outputs = engine.generate(prompts, sampling, use_tqdm=False)
+        answers = {r.id: output.outputs[0].text for r, output in zip(batch, outputs)}
+        return BatchAnswers(index, answers, sum(len(output.outputs[0].token_ids) for output in outputs))
 
 
 @dataclass
@@ -414,8 +501,39 @@ class OpenAIBackend:
         raise AssertionError("unreachable")
 
 
+def vllm_problem() -> str | None:
+    """Why vLLM's engine cannot run on this machine (the package missing, no CUDA GPU), as one line naming
+    ``generate.backend`` and what runs instead; None where it can."""
+    missing = []
+    if importlib.util.find_spec("vllm") is None:
+        missing.append("the vllm package is not installed (pip install -e '.[gpu]')")
+    import torch
+
+    if not torch.cuda.is_available():
+        missing.append("no CUDA GPU is visible")
+    if not missing:
+        return None
+    return (f"generate.backend: 'vllm' cannot run here: {' and '.join(missing)}; allowed: 'transformers' (a local "
+            "model on CPU or GPU), or 'openai' with generate.openai.base_url at a `vllm serve <model>` server, "
+            "e.g. http://host:8000/v1")
+
+
+def check_backend(params: StudyParams) -> None:
+    """Refuse a generator backend this machine cannot run when params load (:class:`ParamsError`, so the
+    command line exits 2 with one line), not minutes later in a notebook kernel after other stages ran."""
+    problem = vllm_problem() if params.generate.backend == "vllm" else None
+    if problem:
+        raise ParamsError(problem)
+
+
 def make_backend(params: StudyParams, store: Store, device: str) -> Backend:
+    """The backend ``generate.backend`` names; ``device`` is the transformers backend's (vLLM runs on the GPU)."""
     g = params.generate
+    if g.backend == "vllm":
+        return VLLMBackend(
+            model_name=params.models.generator, store=store, engine_settings=g.vllm, batch_size=g.batch_size,
+            max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+        )
     if g.backend == "openai":
         o = g.openai
         return OpenAIBackend(

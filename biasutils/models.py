@@ -114,7 +114,7 @@ def hub_ids(params: StudyParams) -> dict[str, tuple[str, str]]:
     """``{field: (repo id, repo type)}`` for every model or data set the run will fetch from the Hub:
     not a named model, not a local directory, and for the generator only when it runs locally."""
     wanted = {"models.student": params.models.student, "models.embedder": params.models.embedder}
-    if params.generate.backend == "transformers":
+    if params.generate.backend in ("transformers", "vllm"):
         wanted["models.generator"] = params.models.generator
     ids = {field: (name, "model") for field, name in wanted.items()
            if name not in NAMED_MODELS and not Path(name).expanduser().is_dir()}

@@ -137,7 +137,8 @@ def _api_skip(error: Exception, where: str, attempts: int) -> _StereotypeSkip:
 
 def stereotype_scorer(params: StudyParams) -> dict[str, str | None]:
     """What scores the stereotype items: part of the cache key (another model or server, another
-    artifact) and of ``status.json``. Never the API key."""
+    artifact) and of ``status.json``. Never the API key. The ``vllm`` backend runs the generator's own
+    weights locally, so the transformers scorer reads the same model and shares the ``transformers`` key."""
     if params.generate.backend == "openai":
         settings = params.generate.openai
         return {"backend": "openai", "model": settings.model, "base_url": settings.base_url}
