@@ -39,9 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-render even notebooks that are current")
     run.add_argument(
         "--jobs", type=positive_int, default=1,
-        help="notebooks of one stage run at once, each kernel with an equal share of the cores (default: 1; "
-        "each needs the student's memory, ~1.8 GB on the classroom profile)",
+        help="local worker processes: tasks and notebooks run this many at a time, each with an equal share of "
+        "the cores (default: 1; each needs the student's memory, ~1.8 GB on the classroom profile)",
     )
+    run.add_argument(
+        "--executor", choices=runner.EXECUTORS, default="local",
+        help="where the grid's artifacts are computed: local warm worker processes (default), or Ray tasks "
+        "(the store must be visible to every Ray worker at the same path)",
+    )
+    run.add_argument("--ray-address", default=None,
+                     help="with --executor ray: an existing cluster (default: start a local Ray instance)")
     add_audit_parser(commands)
     return parser
 
@@ -85,7 +92,8 @@ def run_command(args: argparse.Namespace) -> str:
     if note:
         print(f"note: {note}", file=sys.stderr)
     reports = args.reports or runner.REPORTS_DIR
-    rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force, jobs=args.jobs)
+    rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force, jobs=args.jobs,
+                              executor=args.executor, ray_address=args.ray_address)
     return f"{len(rendered)} notebook(s) current under {reports / params.profile}"
 
 

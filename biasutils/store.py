@@ -14,13 +14,14 @@ is complete. A file lock per key makes two processes that want the same artifact
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from filelock import FileLock
 
 META_FILE = "meta.json"
 DEFAULT_ROOT_ENV = "BIAS_STORE"
+# When set, every artifact handed out is appended to this file as ``stage/key``: the runner sets it for
+# each render, so a render's record names what it was made from.
+READS_LOG_ENV = "BIAS_STORE_READS"
 
 
 def canonical_json(value: Any) -> str:
@@ -73,12 +77,42 @@ class Artifact:
         return target
 
 
+class ArtifactMissing(LookupError):
+    """Raised instead of computing while the store is probing: the artifact (or an input) is not stored."""
+
+    def __init__(self, stage: str, key: str) -> None:
+        super().__init__(f"{stage}/{key} is not in the store")
+        self.stage, self.key = stage, key
+
+
 class Store:
     """Get-or-compute access to artifacts under one root directory."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root or os.environ.get(DEFAULT_ROOT_ENV) or default_root()).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._probing = False
+
+    @contextlib.contextmanager
+    def probing(self) -> Iterator[None]:
+        """Within this block a missing artifact raises :class:`ArtifactMissing` instead of being computed.
+
+        Why: planning a run calls the same functions that compute, so "what is missing" is decided by the
+        very keys the computation would use (one code path), at the cost of hashing parameters only.
+        """
+        self._probing = True
+        try:
+            yield
+        finally:
+            self._probing = False
+
+    def _note_read(self, artifact: Artifact) -> Artifact:
+        """Append ``stage/key`` to the reads log named by ``BIAS_STORE_READS``, if any; return the artifact."""
+        log = os.environ.get(READS_LOG_ENV)
+        if log and not self._probing:
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"{artifact.stage}/{artifact.key}\n")
+        return artifact
 
     def path_for(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -110,13 +144,15 @@ class Store:
         key = artifact_key(stage, params, inputs, version)
         found = self.find(stage, key)
         if found is not None:
-            return found
+            return self._note_read(found)
+        if self._probing:
+            raise ArtifactMissing(stage, key)
         stage_dir = self.root / stage
         stage_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(stage_dir / f"{key}.lock")):
             found = self.find(stage, key)  # another process may have finished it while we waited
             if found is not None:
-                return found
+                return self._note_read(found)
             self._remove_stale_temporaries(stage_dir, key)
             scratch = self.scratch_for(stage, key)
             scratch.mkdir(exist_ok=True)
@@ -140,7 +176,7 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             shutil.rmtree(scratch, ignore_errors=True)
-            return Artifact(stage, key, final)
+            return self._note_read(Artifact(stage, key, final))
 
     @staticmethod
     def _remove_stale_temporaries(stage_dir: Path, key: str) -> None:

@@ -1,9 +1,11 @@
-"""The notebook runner: grid expansion, parameter-derived paths, skipping current work, clear failures."""
+"""The runner: grid expansion, computing what the store lacks in warm workers, parameter-derived render
+paths, records that name what a render read, skipping current work, clear failures."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -14,6 +16,8 @@ import yaml
 from biasutils import runner
 from biasutils.config import load_params
 from biasutils.stats import RECORD_KEYS
+
+from toy_work import toy_work
 
 
 def _notebook(path: Path, body: str) -> Path:
@@ -30,8 +34,8 @@ def _notebook(path: Path, body: str) -> Path:
 def toy_stage(monkeypatch, tmp_path: Path) -> Path:
     """Replace the pipeline by one toy stage over (bias_type, ratio), with its notebook in tmp_path."""
     stage = runner.Stage("toy", "07_toy.ipynb", ("bias_type", "ratio"))
-    monkeypatch.setattr(runner, "STAGES", (stage,))
-    monkeypatch.setattr(runner, "STAGE_NAMES", ("toy",))
+    monkeypatch.setattr(runner.grid, "STAGES", (stage,))
+    monkeypatch.setattr(runner.grid, "STAGE_NAMES", ("toy",))
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     return notebooks
@@ -87,7 +91,7 @@ def test_a_failing_notebook_stops_the_run_naming_the_notebook_and_the_error(toy_
     assert not (reports / "smoke" / "bias_type=neutral" / "ratio=0.2" / "07_toy.ipynb").exists()
 
 
-def test_parallel_jobs_overlap_share_the_cores_and_record_every_render(toy_stage, tmp_path, monkeypatch) -> None:
+def test_parallel_renders_overlap_share_the_cores_and_record_every_render(toy_stage, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     log = tmp_path / "executions.jsonl"
     _notebook(toy_stage / "07_toy.ipynb", (
@@ -104,16 +108,46 @@ def test_parallel_jobs_overlap_share_the_cores_and_record_every_render(toy_stage
     assert sorted(tuple(r["point"]) for r in runs) == sorted(
         [("none", 0.0), ("neutral", 0.1), ("neutral", 0.2), ("contrastive-explicit", 0.1), ("contrastive-explicit", 0.2)])
     ordered = sorted(runs, key=lambda r: r["start"])
-    first, second, third = ordered[:3]
-    assert first["end"] < second["start"], "the stage's first point runs alone: it builds the shared caches"
-    assert third["start"] < second["end"], "the others run two at a time"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert first["threads"] is None, "the first point keeps every core"
-    assert {r["threads"] for r in ordered[1:]} == {str(max(1, cores // 2))}, "concurrent kernels get half the cores each"
+    assert ordered[1]["start"] < ordered[0]["end"], "renders only read the store: they run two at a time from the start"
+    assert {r["threads"] for r in runs} == {str(max(1, runner.compute.machine_cores() // 2))}, "each kernel gets half the cores"
     assert all(p.exists() and p.with_suffix(".run.yaml").exists() for p in rendered)
     mtimes = {p: p.stat().st_mtime_ns for p in rendered}
     runner.execute(params, [], ["toy"], reports_dir=reports, notebooks_dir=toy_stage, progress=False, jobs=2)
     assert {p: p.stat().st_mtime_ns for p in rendered} == mtimes, "parallel renders are recorded as current"
+
+
+def test_compute_runs_each_task_once_in_warm_workers_with_the_threads_params_name(toy_stage, tmp_path, monkeypatch) -> None:
+    log = tmp_path / "compute.jsonl"
+    monkeypatch.setenv("TOY_LOG", str(log))
+    monkeypatch.setenv("BIAS_STORE", str(tmp_path / "store"))
+    monkeypatch.setitem(runner.compute.STAGE_WORK, "toy", toy_work)  # a light module: workers unpickle it fast
+    # the notebook only reads: with no compute function, a store miss would fail the render
+    _notebook(toy_stage / "07_toy.ipynb",
+              "from biasutils.store import Store\nprint(Store().get_or_compute('toy', {'bias_type': bias_type, 'ratio': ratio}, None).key)")
+    from biasutils.config import Executor, StageResources
+
+    params = load_params("smoke", ["grid.bias_types=[neutral, contrastive-explicit]", "grid.ratios=[0.0, 0.1, 0.2]"])
+    # the toy stage is not a StageName, so its resources go in unvalidated
+    params = params.model_copy(update={"executor": Executor.model_construct(resources={"toy": StageResources(num_cpus=3)})})
+    reports = tmp_path / "reports"
+    runner.execute(params, [], ["toy"], reports_dir=reports, notebooks_dir=toy_stage, progress=False, jobs=2)
+
+    runs = sorted((json.loads(line) for line in log.read_text().splitlines()), key=lambda r: r["start"])
+    assert len(runs) == 5, "each point computed once, before the renders (which only read: a miss would fail)"
+    assert runs[1]["start"] < runs[0]["end"], f"two at a time: {runs}"
+    assert {r["threads"] for r in runs} == {3}, "every task gets the threads its stage's resources name, busy or not"
+    assert len({r["pid"] for r in runs}) == 2, "two warm workers serve every task"
+    record = yaml.safe_load((reports / "smoke" / "bias_type=none" / "ratio=0.0" / "07_toy.run.yaml").read_text())
+    assert len(record["artifacts"]) == 1 and record["artifacts"][0].startswith("toy/"), "the record names what it read"
+
+    runner.execute(params, [], ["toy"], reports_dir=reports, notebooks_dir=toy_stage, progress=False, jobs=2)
+    assert len(log.read_text().splitlines()) == 5, "a second run computes nothing"
+    shutil.rmtree(tmp_path / "store" / "toy")
+    rendered = reports / "smoke" / "bias_type=none" / "ratio=0.0" / "07_toy.ipynb"
+    before = rendered.stat().st_mtime_ns
+    runner.execute(params, [], ["toy"], reports_dir=reports, notebooks_dir=toy_stage, progress=False, jobs=2)
+    assert len(log.read_text().splitlines()) == 10, "an empty store (a fresh clone) recomputes everything"
+    assert rendered.stat().st_mtime_ns != before, "and re-renders: a render is current only where its artifacts are"
 
 
 def test_a_failure_in_a_parallel_run_keeps_the_other_renders(toy_stage, tmp_path) -> None:
