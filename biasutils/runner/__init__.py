@@ -98,12 +98,15 @@ def execute(
     jobs: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
+    compute_first: bool = True,
 ) -> list[Path]:
     """Plan, compute what the store lacks, render what is stale; return every rendered path of the plan.
 
     ``jobs``: local worker processes (each with an equal share of the cores); ``executor``: ``local`` or
     ``ray`` (``ray_address``: an existing cluster; none starts a local instance). ``force`` re-renders
-    every notebook (it never recomputes a stored artifact).
+    every notebook (it never recomputes a stored artifact). ``compute_first=False`` skips the compute
+    phase: each kernel computes its own point on a store miss, the notebook-per-point path that
+    ``bench/bench_runner.py`` measures against.
     """
     if jobs < 1:
         raise ValueError(f"jobs: must be a whole number >= 1; got {jobs}")
@@ -112,13 +115,14 @@ def execute(
     selected = select_stages(stages or params.stages)
     store = Store()
     renders, paths = stale_renders(params, overrides, selected, Path(reports_dir), notebooks_dir, store, force)
-    tasks = missing_tasks(params, selected, store)
+    tasks = missing_tasks(params, selected, store) if compute_first else {}
     bar = PlanProgress(params.profile, [t for stage in tasks.values() for t in stage] + renders, progress)
     try:
         compute_tasks(tasks, params, store, bar, jobs, executor, ray_address)
         if renders:
             with LocalExecutor(min(jobs, len(renders)), preload=("papermill",)) as pool:
-                pool.map(renders, bar)
+                for stage in selected:  # in pipeline order: a kernel that computes on a miss finds its inputs
+                    pool.map([render for render in renders if render.run.stage == stage], bar)
     finally:
         bar.close()
     return paths
