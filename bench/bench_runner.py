@@ -1,0 +1,112 @@
+"""Cold wall time of one grid by the notebook-per-point path and by plan-compute-render, side by side in
+one run on the same machine; then a warm rerun, and the render times.
+
+* old: every notebook computes its own point in its kernel (``runner.execute(compute_first=False)``),
+  stage by stage, ``--jobs`` kernels at a time;
+* new: the missing tasks computed in ``--jobs`` warm workers, stage by stage, then every notebook
+  rendered from the store.
+
+Each mode starts from an empty store of its own (only the converted model checkpoints are copied in,
+so neither pays the one-off GGUF conversion) and an empty reports directory.
+
+    python bench/bench_runner.py [--profile classroom] [--set KEY=VALUE ...] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from biasutils import runner
+from biasutils.config import load_params
+from biasutils.store import Store, default_root
+
+CHECKPOINTS = "model-checkpoint"
+
+
+def fresh_store(root: Path) -> Path:
+    """An empty store holding only the converted model checkpoints of the default store."""
+    source = Path(os.environ.get("BIAS_STORE") or default_root()) / CHECKPOINTS
+    if source.is_dir():
+        shutil.copytree(source, root / CHECKPOINTS)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def render_seconds(reports: Path) -> list[float]:
+    """Each rendered notebook's execution time, from papermill's metadata."""
+    return [json.loads(path.read_text())["metadata"]["papermill"]["duration"] for path in reports.rglob("*.ipynb")]
+
+
+def old_path(params, overrides: list[str], jobs: int, work: Path) -> dict[str, float]:
+    times = {}
+    for stage in runner.select_stages(params.stages):
+        start = time.perf_counter()
+        runner.execute(params, overrides, [stage.name], reports_dir=work / "reports", progress=False, jobs=jobs,
+                       compute_first=False)
+        times[f"{stage.name} (render, computing)"] = time.perf_counter() - start
+    return times
+
+
+def new_path(params, overrides: list[str], jobs: int, work: Path) -> dict[str, float]:
+    times = {}
+    start = time.perf_counter()
+    stages = runner.select_stages(params.stages)
+    tasks = runner.missing_tasks(params, stages, Store())
+    times["plan"] = time.perf_counter() - start
+    for stage, stage_tasks in tasks.items():
+        start = time.perf_counter()
+        runner.compute_tasks({stage: stage_tasks}, params, Store(), lambda event, label: None, jobs=jobs)
+        times[f"{stage} (compute)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    runner.execute(params, overrides, reports_dir=work / "reports", progress=False, jobs=jobs)
+    times["render all"] = time.perf_counter() - start
+    return times
+
+
+def timed_mode(name: str, run, params, overrides: list[str], jobs: int) -> tuple[dict[str, float], Path]:
+    work = Path(tempfile.mkdtemp(prefix=f"bench-runner-{name}-"))
+    os.environ["BIAS_STORE"] = str(fresh_store(work / "store"))
+    start = time.perf_counter()
+    times = run(params, overrides, jobs, work)
+    times["total"] = time.perf_counter() - start
+    return times, work
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="classroom")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    params = load_params(args.profile, args.overrides)
+    default_store = os.environ.get("BIAS_STORE")
+
+    old, _ = timed_mode("old", old_path, params, args.overrides, args.jobs)
+    new, work = timed_mode("new", new_path, params, args.overrides, args.jobs)
+    start = time.perf_counter()
+    runner.execute(params, args.overrides, reports_dir=work / "reports", progress=False, jobs=args.jobs)
+    warm = time.perf_counter() - start
+    renders = render_seconds(work / "reports")
+    if default_store is not None:
+        os.environ["BIAS_STORE"] = default_store
+
+    print(f"profile {args.profile} {' '.join(args.overrides)}, jobs {args.jobs}, {os.cpu_count()} CPUs")
+    print(f"{'phase':34} {'seconds':>8}")
+    for name, times in (("old: notebook per point", old), ("new: plan, compute, render", new)):
+        print(name)
+        for phase, seconds in times.items():
+            print(f"  {phase:32} {seconds:8.1f}")
+    print(f"new / old total: {new['total'] / old['total']:.2f}x")
+    print(f"warm rerun (everything current): {warm:.1f} s")
+    print(f"renders from the store: {len(renders)} notebooks, mean {sum(renders) / len(renders):.1f} s, "
+          f"max {max(renders):.1f} s (papermill's execution time; kernel start excluded)")
+
+
+if __name__ == "__main__":
+    main()
