@@ -3,8 +3,8 @@ one run on the same machine; then a warm rerun, and the render times.
 
 * old: every notebook computes its own point in its kernel (``runner.execute(compute_first=False)``),
   stage by stage, ``--jobs`` kernels at a time;
-* new: the missing tasks computed in ``--jobs`` warm workers, stage by stage, then every notebook
-  rendered from the store.
+* new: the missing tasks computed in ``--jobs`` warm workers, stage by stage (the first stage's time
+  includes starting the workers), then every notebook rendered from the store.
 
 Each mode starts from an empty store of its own (only the converted model checkpoints are copied in,
 so neither pays the one-off GGUF conversion) and an empty reports directory.
@@ -54,15 +54,25 @@ def old_path(params, overrides: list[str], jobs: int, work: Path) -> dict[str, f
 
 
 def new_path(params, overrides: list[str], jobs: int, work: Path) -> dict[str, float]:
+    """Plan, compute in one pool of warm workers (a stage's time ends with its last task), render."""
     times = {}
     start = time.perf_counter()
     stages = runner.select_stages(params.stages)
     tasks = runner.missing_tasks(params, stages, Store())
     times["plan"] = time.perf_counter() - start
-    for stage, stage_tasks in tasks.items():
-        start = time.perf_counter()
-        runner.compute_tasks({stage: stage_tasks}, params, Store(), lambda event, label: None, jobs=jobs)
-        times[f"{stage} (compute)"] = time.perf_counter() - start
+    left = {stage: len(stage_tasks) for stage, stage_tasks in tasks.items()}
+    mark = [time.perf_counter()]
+
+    def stage_finished(event: str, label: str) -> None:
+        stage = label.split(" ", 1)[0]
+        if event == "done":
+            left[stage] -= 1
+            if not left[stage]:
+                now = time.perf_counter()
+                times[f"{stage} (compute)"] = now - mark[0]
+                mark[0] = now
+
+    runner.compute_tasks(tasks, params, Store(), stage_finished, jobs=jobs)
     start = time.perf_counter()
     runner.execute(params, overrides, reports_dir=work / "reports", progress=False, jobs=jobs)
     times["render all"] = time.perf_counter() - start
