@@ -11,8 +11,11 @@ import pytest
 from biasutils.config import BIAS_TYPES, ParamsError, available_profiles, load_params
 
 
-def test_the_three_profiles_load_and_validate() -> None:
-    assert available_profiles() == ["classroom", "paper", "smoke"]
+def test_the_four_profiles_load_and_validate() -> None:
+    assert available_profiles() == ["classroom", "lesson", "paper", "smoke"]
+    lesson = load_params("lesson")
+    assert lesson.grid.attributes == ["gender"] and "neutral" in lesson.grid.bias_types and len(lesson.grid.seeds) >= 3
+    assert "counterfactual_twins" in lesson.grid.tasks, "the lesson runs the declared primary test"
     classroom = load_params("classroom")
     assert classroom.models.student == "smollm2-135m-instruct"
     assert set(classroom.grid.attributes) == {"gender", "culture"} and len(classroom.grid.seeds) >= 3
@@ -54,7 +57,7 @@ def test_bad_values_name_the_field_and_the_allowed_values(overrides, field, allo
 
 
 def test_unknown_profile_lists_the_profiles() -> None:
-    with pytest.raises(ParamsError, match="allowed: classroom, paper, smoke"):
+    with pytest.raises(ParamsError, match="allowed: classroom, lesson, paper, smoke"):
         load_params("papr")
 
 
