@@ -24,8 +24,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
 from .config import CULTURES, GENDERS
 from .corpus import NameTable, _fold, name_tables
 
@@ -115,6 +113,8 @@ def _tables() -> dict[tuple[str, str], NameTable]:
 
 def _is_word(name: str) -> bool:
     """An English function word ("She", "An", "I" are Chinese family names) never counts as a name."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
     return name.lower() in ENGLISH_STOP_WORDS
 
 
@@ -151,10 +151,20 @@ def _targets(culture: str, kind: str) -> tuple[str, ...]:
 
 def _pick(name: str, source: Iterable[str], targets: Sequence[str], argument: str, table: str) -> str:
     """The target at the name's index in its sorted source table (modulo), so a map never varies."""
-    folded = [_fold(n) for n in sorted(source)]
-    if _fold(name) not in folded:
+    positions = _folded_positions(tuple(source))
+    if _fold(name) not in positions:
         raise ValueError(f"{argument}={name!r} is not one of the {table} names of corpus.name_tables")
-    return targets[folded.index(_fold(name)) % len(targets)]
+    return targets[positions[_fold(name)] % len(targets)]
+
+
+@functools.cache
+def _folded_positions(source: tuple[str, ...]) -> dict[str, int]:
+    """Each folded name's first index in the sorted table. Cached: every twin of every test item looks a
+    name up, and folding the whole table each time was most of what building the twin items cost."""
+    positions: dict[str, int] = {}
+    for index, name in enumerate(sorted(source)):
+        positions.setdefault(_fold(name), index)
+    return positions
 
 
 def gender_name_map(first: str, culture: str, gender: str) -> dict[str, str]:
