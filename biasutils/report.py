@@ -19,7 +19,7 @@ import seaborn as sns
 from .config import GENDERS, StudyParams
 from .mix import BASELINE
 from .stats import GAP_SEPARATOR, RECORD_KEYS, record_rows
-from .store import Store, write_text_atomic
+from .store import Artifact, Store, write_text_atomic
 
 
 def grid_points(params: StudyParams) -> list[tuple[str, str, float, int]]:
@@ -40,6 +40,44 @@ def collect_metrics(params: StudyParams, store: Store, students: list | None = N
     parts = [collect_evaluations(params, store), collect_inheritance(params, store, students),
              collect_misalignment(params, store)]
     return pd.concat([part for part in parts if len(part)], ignore_index=True)
+
+
+RECORD_STAGE = "record"
+RECORD_VERSION = "1"
+
+
+def record_artifact(params: StudyParams, store: Store) -> Artifact:
+    """The record computed once into the store: ``metrics.csv`` (:func:`collect_metrics`) and ``size_plan.csv``
+    (:func:`size_plan_rows`), keyed by every artifact they read and the inheritance settings.
+
+    Why stored: the inheritance statistics (bootstraps over items and seeds, 9,999 sign flips per test)
+    take half a minute on the 2-core CPU; the compute phase runs them, and ``07_report`` renders what is
+    stored, like every other notebook.
+    """
+    from .evaluate import evaluate_artifact
+    from .misalign import misalign_artifact, stereotype_artifact
+
+    inputs = [evaluate_artifact(params, attribute, bias_type, ratio, seed, task, store).key
+              for attribute, bias_type, ratio, seed in grid_points(params) for task in params.grid.tasks]
+    inputs += [misalign_artifact(params, attribute, bias_type, store).key
+               for attribute in params.grid.attributes for bias_type in params.grid.bias_types]
+    inputs.append(stereotype_artifact(params, store).key)
+    key_params = {"grid": params.grid.model_dump(mode="json"), "inheritance": params.inheritance.model_dump(mode="json")}
+
+    def compute(out: Path, scratch: Path) -> None:
+        students = inheritance_students(params, store)
+        write_text_atomic(out / "metrics.csv", collect_metrics(params, store, students).to_csv(index=False))
+        write_text_atomic(out / "size_plan.csv", size_plan_rows(params, students).to_csv(index=False))
+
+    return store.get_or_compute(RECORD_STAGE, key_params, compute, inputs=inputs, version=RECORD_VERSION)
+
+
+def stored_record(params: StudyParams, store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the record's rows, the size plan as a table of MDEs: rows attribute/measure/test items, columns seeds),
+    read from :func:`record_artifact` (computed first on a store miss)."""
+    artifact = record_artifact(params, store)
+    metrics = pd.read_csv(artifact.file("metrics.csv"), float_precision="round_trip", dtype={"seed": str})
+    return metrics, pivot_size_plan(pd.read_csv(artifact.file("size_plan.csv"), float_precision="round_trip"))
 
 
 def inheritance_students(params: StudyParams, store: Store) -> list:
@@ -408,14 +446,15 @@ def minority_accuracy_sentences(metrics: pd.DataFrame) -> list[str]:
     return lines
 
 
-def size_plan(params: StudyParams, students: list, item_factors: tuple[int, ...] = (1, 2, 4, 8),
-              seed_counts: tuple[int, ...] = (3, 5, 10)) -> pd.DataFrame:
+def size_plan_rows(params: StudyParams, students: list, item_factors: tuple[int, ...] = (1, 2, 4, 8),
+                   seed_counts: tuple[int, ...] = (3, 5, 10)) -> pd.DataFrame:
     """Minimum detectable effects of each measure at larger designs, from the variance this run measured.
 
     Per attribute and measure, the squared standard error of the biased points at the largest γ (mean over
     bias types) is split into its item and seed parts (:func:`inheritance.variance_parts`) and rescaled to
     ``factor`` x the test items and to other seed counts, at the declared α (Holm's strictest step over the
-    bias types) and power: what a user must pay for a smaller MDE.
+    bias types) and power: what a user must pay for a smaller MDE. Tidy rows: attribute, measure,
+    test_items, seeds, mde.
     """
     from .inheritance import available_measures, planned_mde, variance_parts
 
@@ -439,6 +478,16 @@ def size_plan(params: StudyParams, students: list, item_factors: tuple[int, ...]
                     rows.append({"attribute": attribute, "measure": measure, "test_items": n_items * factor, "seeds": seeds,
                                  "mde": planned_mde(*parts, n_items, len(params.grid.seeds), n_items * factor, seeds,
                                                     primary.alpha, primary.power, len(points))})
-    if not rows:
-        return pd.DataFrame(columns=["attribute", "measure", "test_items", *seed_counts])
-    return pd.DataFrame(rows).pivot_table(index=["attribute", "measure", "test_items"], columns="seeds", values="mde")
+    return pd.DataFrame(rows, columns=["attribute", "measure", "test_items", "seeds", "mde"])
+
+
+def pivot_size_plan(rows: pd.DataFrame) -> pd.DataFrame:
+    """The size plan as a table: rows (attribute, measure, test items), one column per seed count."""
+    if rows.empty:
+        return pd.DataFrame(columns=["attribute", "measure", "test_items"]).set_index(["attribute", "measure", "test_items"])
+    return rows.pivot_table(index=["attribute", "measure", "test_items"], columns="seeds", values="mde")
+
+
+def size_plan(params: StudyParams, students: list, **design: tuple[int, ...]) -> pd.DataFrame:
+    """:func:`size_plan_rows` as a table (:func:`pivot_size_plan`)."""
+    return pivot_size_plan(size_plan_rows(params, students, **design))
