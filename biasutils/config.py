@@ -179,6 +179,9 @@ class Generate(_Strict):
     max_attempts_factor: Annotated[float, Field(ge=1)] = Field(
         4.0, description="give up with an error after n * factor answers without n valid samples"
     )
+    over_ask: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.05, description="each round asks this share more than it needs (surplus answers are counted, not used)"
+    )
     min_words: Annotated[int, Field(ge=0)] = Field(8, description="fewest words the generator must add to the prefix")
     min_sentences: PositiveInt = Field(2, description="fewest complete sentences a valid biography holds")
     templates: str = Field("templates/generation.yaml", description="path relative to params/")

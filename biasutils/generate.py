@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import random
 import re
@@ -37,7 +38,9 @@ from .cues import CULTURE_WORDS, GENDER_WORDS, infer_gender
 from .store import Artifact, JsonlJournal, Store, canonical_json, write_jsonl, write_text_atomic
 
 STAGE = "generate"
-STAGE_VERSION = "3"  # 2: retries refill the occupations still short; 3: batch plans journalled, answers stored
+# 2: retries refill the occupations still short; 3: batch plans journalled, answers stored; 4: each round
+# asks generate.over_ask more (surplus answers counted, not used)
+STAGE_VERSION = "4"
 
 DROP_REASONS = ("empty", "refused", "truncated", "off_format", "too_short", "duplicate")
 
@@ -580,6 +583,7 @@ class GenerationReport:
     attempts: int = 0
     rounds: int = 0
     drops: Counter = field(default_factory=Counter)
+    surplus: int = 0  # valid answers for an occupation already at its target (the over-asked ones)
     seconds: float = 0.0
     new_tokens: int = 0
     processes: int = 1
@@ -587,7 +591,7 @@ class GenerationReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "requested": self.requested, "valid": self.valid, "attempts": self.attempts, "rounds": self.rounds,
-            "drops": {reason: self.drops.get(reason, 0) for reason in DROP_REASONS},
+            "drops": {reason: self.drops.get(reason, 0) for reason in DROP_REASONS}, "surplus": self.surplus,
             "seconds": round(self.seconds, 3), "new_tokens": self.new_tokens, "processes": self.processes,
         }
 
@@ -670,6 +674,7 @@ def collect_samples(
             )
         have = Counter(sample["occupation"] for sample in samples)
         wanted = [occ for occ in occupations for _ in range(targets[occ] - have[occ])]  # ask again where short
+        wanted = with_margin(wanted, generate.over_ask)
         batch = plan_requests(attribute, bias_type, wanted, report.rounds, seed, templates, cultures, book)
         answered = journal.answer_round(report.rounds, batch, backend, seed)
         for request in batch:
@@ -683,13 +688,30 @@ def collect_samples(
             if sample is None:
                 report.drops[reason] += 1
                 continue
+            occupation = request.meta["occupation"]
+            if have[occupation] >= targets[occupation]:
+                report.surplus += 1
+                continue
             seen.add(key)
+            have[occupation] += 1
             samples.append(to_record(request, sample, backend.settings(), seed))
         report.attempts += len(batch)
         report.rounds += 1
     report.valid = len(samples)
     report.seconds, report.new_tokens, report.processes = journal.totals()
     return samples, report
+
+
+def with_margin(wanted: Sequence[str], over_ask: float) -> list[str]:
+    """``wanted``, then its occupations again in turn, ``ceil(len(wanted) * over_ask)`` more.
+
+    Why: a batch decodes in lockstep, so a round that re-asks the few dropped answers costs a whole
+    generation length for a handful of requests (about a tenth of a classroom generation); asking a few
+    more in each round usually leaves no next round. Valid answers past an occupation's target are
+    counted as surplus and not used.
+    """
+    extra = math.ceil(len(wanted) * over_ask)
+    return list(wanted) + [wanted[i % len(wanted)] for i in range(extra)] if wanted else []
 
 
 def to_record(request: Request, sample: Mapping[str, str], settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -722,7 +744,7 @@ def generate_samples(params: StudyParams, attribute: str, bias_type: str, store:
         "attribute": attribute, "bias_type": bias_type, "n": params.generate.n, "seed": params.seed,
         "generator": backend.settings(), "min_words": params.generate.min_words,
         "min_sentences": params.generate.min_sentences,
-        "max_attempts_factor": params.generate.max_attempts_factor,
+        "max_attempts_factor": params.generate.max_attempts_factor, "over_ask": params.generate.over_ask,
         "templates": templates, "occupations": params.data.occupations, "cultures": params.data.cultures,
     }
 

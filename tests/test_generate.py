@@ -157,6 +157,12 @@ def _collect(backend, templates, book, journal, n=12, factor=4.0, bias_type="con
                              ["arabic", "chinese", "portuguese", "spanish"], book, g.AnswerJournal(journal))
 
 
+def test_a_round_asks_its_margin_more_in_turn() -> None:
+    assert g.with_margin(["nurse", "dentist", "nurse"], 0.05) == ["nurse", "dentist", "nurse", "nurse"]
+    assert g.with_margin(["a", "b"], 1.0) == ["a", "b", "a", "b"]
+    assert g.with_margin(["a"] * 8, 0.0) == ["a"] * 8 and g.with_margin([], 0.5) == []
+
+
 def test_loop_drops_duplicates_and_bad_answers_and_asks_again_until_n(templates, book, tmp_path) -> None:
     rng = random.Random(0)
 
@@ -174,7 +180,8 @@ def test_loop_drops_duplicates_and_bad_answers_and_asks_again_until_n(templates,
     assert Counter(s["occupation"] for s in samples) == Counter(g.balanced_occupations(30, OCCUPATIONS)), "retries refill the short occupations"
     assert sum("the same steady work" in s["text"] for s in samples) == 1, "a repeated answer survives once"
     assert report.drops["duplicate"] > 0 and report.drops["refused"] > 0
-    assert report.attempts == 30 + sum(report.drops.values()) and report.rounds > 1
+    assert report.attempts == 30 + sum(report.drops.values()) + report.surplus and report.rounds > 1
+    assert report.surplus > 0, "the over-asked answers that were not needed are counted"
     first = samples[0]
     assert first["bias_type"] == "contrastive-explicit" and first["attribute"] == "gender"
     assert first["gender_name"] == first["group"] and first["gender"] in (0, 1)
@@ -267,8 +274,10 @@ def test_a_killed_generation_resumes_without_asking_again(tmp_path) -> None:
                                 env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         asked_after = sum(server.attempts.values()) - asked_before
-    # every good answer is valid here, so the rerun asks exactly for what the journal lacks
-    assert asked_after == 24 - answered_before, "answers already journalled were asked again"
+    # every good answer is valid here, so the one round asks 24 and its margin, and the rerun exactly what
+    # the journal lacks
+    asked = len(g.with_margin(["x"] * 24, load_params("smoke").generate.over_ask))
+    assert asked_after == asked - answered_before, "answers already journalled were asked again"
     artifact = next(store_dir.glob("generate/*/samples.jsonl"))
     assert len(read_jsonl(artifact)) == 24
     assert not list(store_dir.glob("generate/*.scratch")), "scratch is removed once the artifact is complete"
