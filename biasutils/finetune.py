@@ -13,7 +13,8 @@ Why the loop is hand-written: on a CPU the cost is FLOPs. With ``finetune.lora.t
 the top k decoder layers get adapters; the frozen layers below compute the same activations for an
 example in every epoch and every run, so they are computed once per data set and cached in the store
 (:func:`lower_activations`), and training runs the top k layers only. The language-model head, a fifth
-of SmolLM2's FLOPs, is applied at the answer positions only. A killed run resumes from its last
+of SmolLM2's FLOPs, is applied at the answer positions only, and so is the top layer's work past its keys
+and values (:func:`final_hidden`; ~3/4 of a layer). A killed run resumes from its last
 finished epoch. After training, a sanity check refuses an adapter that does not change the model's
 outputs (instead of silently reporting base-model numbers).
 """
@@ -21,6 +22,7 @@ outputs (instead of silently reporting base-model numbers).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -244,19 +246,124 @@ def collate(examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | No
     )
 
 
-def final_hidden(model: nn.Module, batch: Batch, layers: tuple[int, int] | None) -> torch.Tensor:
-    """The decoder's last hidden states for a batch; ``layers`` runs only that slice (cached inputs)."""
+def final_hidden(model: nn.Module, batch: Batch, layers: tuple[int, int] | None, last: int | None = None) -> torch.Tensor:
+    """The decoder's last hidden states for a batch; ``layers`` runs only that slice (cached inputs).
+
+    ``last``: only the last ``last`` positions will be read. Then the top layer of the slice may compute
+    its output there only (:func:`_windowed_top_layer`) and the result may hold just those positions
+    ([B, last, H] instead of [B, T, H]): callers index it from the end. Where that shortcut does not
+    apply (no slice, an unsupported model, active dropout, gradient checkpointing) it is the full forward.
+    """
     decoder, _ = decoder_parts(model)
-    with layer_slice(decoder, *layers) if layers else contextlib.nullcontext():
-        return decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state
+    if layers is None or last is None or not _windowed_top_layer_applies(decoder, batch, layers, last):
+        with layer_slice(decoder, *layers) if layers else contextlib.nullcontext():
+            return decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state
+    start, stop = layers
+    with layer_slice(decoder, start, stop - 1, final_norm=False):  # may run no layer (top_layers = 1)
+        below = decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state
+    return _windowed_top_layer(decoder, stop - 1, below, batch.attention_mask, batch.position_ids, last)
+
+
+# Decoder layers whose outputs at a position depend on the other positions only through the keys and
+# values their attention stores in the cache (pre-norm Llama blocks); others take the full forward.
+WINDOWED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+class _KeysValuesStored(Exception):
+    """Raised by the cache of :func:`_one_layer_cache_class` once a layer's keys and values are stored."""
+
+
+@functools.cache
+def _one_layer_cache_class() -> type:
+    from transformers import DynamicCache
+
+    class OneLayerCache(DynamicCache):
+        """A ``DynamicCache`` holding one decoder layer's keys and values, whatever the layer's index.
+
+        The decoder runs that layer alone (:func:`layer_slice`) and sizes the attention mask on cache
+        layer 0, so the layer's entries are kept there. ``stop_after_update``: end the forward (raise
+        :class:`_KeysValuesStored`) right after the keys and values are stored.
+        """
+
+        def __init__(self, stop_after_update: bool = False) -> None:
+            super().__init__()
+            self.stop_after_update = stop_after_update
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
+            out = super().update(key_states, value_states, 0, *args, **kwargs)
+            if self.stop_after_update:
+                self.stop_after_update = False
+                raise _KeysValuesStored
+            return out
+
+    return OneLayerCache
+
+
+def _windowed_top_layer_applies(decoder: nn.Module, batch: Batch, layers: tuple[int, int], last: int) -> bool:
+    """Whether :func:`_windowed_top_layer` computes exactly what the full forward computes for this batch."""
+    config = decoder.config
+    width = batch.inputs.shape[1]
+    top = decoder.layers[layers[1] - 1]
+    window = getattr(config, "sliding_window", None)
+    dropout = top.training and (
+        getattr(config, "attention_dropout", 0.0) > 0
+        or any(isinstance(m, nn.Dropout) and m.p > 0 for m in top.modules())  # LoRA dropout draws other masks
+    )
+    checkpointing = getattr(top, "gradient_checkpointing", False) and top.training and torch.is_grad_enabled()
+    return (
+        getattr(config, "model_type", None) in WINDOWED_MODEL_TYPES and layers[0] < layers[1]
+        and 0 < last < width and (window is None or width <= window) and not dropout and not checkpointing
+    )
+
+
+def _windowed_top_layer(
+    decoder: nn.Module, index: int, below: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+    last: int,
+) -> torch.Tensor:
+    """Decoder layer ``index`` (the top one) and the final norm at the last ``last`` positions only.
+
+    Why: the outputs of the top layer are read only where the LM head runs, but its queries, attention
+    output, MLP and residuals cost ~3/4 of a layer's FLOPs at every position. Its keys and values are
+    still needed at every position. Both passes are the decoder's own forward (Hugging Face's code for
+    the norms, rotary embeddings, causal + padding mask and attention): the first runs the layer over
+    the earlier positions until the keys and values are stored in a cache and stops there (their query
+    projection is the only wasted work); the second runs the layer on the window with that cache, as in
+    generation, so every window query attends to exactly the keys of the full forward.
+    """
+    cache = _one_layer_cache_class()(stop_after_update=True)
+    split = below.shape[1] - last
+    with layer_slice(decoder, index, index + 1):
+        try:
+            decoder(inputs_embeds=below[:, :split], attention_mask=attention_mask[:, :split],
+                    position_ids=position_ids[:, :split], cache=cache, use_cache=True)
+        except _KeysValuesStored:
+            pass
+        else:
+            raise FinetuneError(f"decoder layer {index} ({type(decoder.layers[0]).__name__}) stored no keys and values "
+                                "in its cache; it cannot run on the answer positions alone")
+        return decoder(inputs_embeds=below[:, split:], attention_mask=attention_mask,
+                       position_ids=position_ids[:, split:], cache=cache, use_cache=True).last_hidden_state
+
+
+def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of the LM head for hidden states [..., H] (e.g. a window sliced out of [B, T, H]).
+
+    Why contiguous: on a strided 3-D input torch's linear takes a batched-matmul path; on a CPU the
+    backward of SmolLM2's 49152 x 576 head through it took ~3.7x the time of the same product on a
+    contiguous input (bench/bench_forward.py). Same products, other kernel.
+    """
+    return decoder_parts(model)[1](hidden.contiguous()).float()
 
 
 def step_loss(
     model: nn.Module, batch: Batch, layers: tuple[int, int] | None, extra_loss: ExtraLoss | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-entropy on the answer tokens (+ the extra term); ``layers`` restricts the decoder to a slice."""
-    hidden = final_hidden(model, batch, layers)
-    logits = decoder_parts(model)[1](hidden[:, -batch.window : -1]).float()
+    """Cross-entropy on the answer tokens (+ the extra term); ``layers`` restricts the decoder to a slice.
+
+    The extra term reads the hidden states of every position, so with one the top layer runs everywhere.
+    """
+    hidden = final_hidden(model, batch, layers, None if extra_loss is not None else batch.window)
+    logits = head_logits(model, hidden[:, -batch.window : -1])
     ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels.reshape(-1), ignore_index=-100)
     parts = {"ce": float(ce.detach())}
     if extra_loss is None:
@@ -449,8 +556,7 @@ def check_adapter_changes_outputs(model: nn.Module, batch: Batch, layers: tuple[
 
 
 def _answer_logits(model: nn.Module, batch: Batch, layers: tuple[int, int] | None) -> torch.Tensor:
-    hidden = final_hidden(model, batch, layers)
-    return decoder_parts(model)[1](hidden[:, -batch.window : -1]).float()
+    return head_logits(model, final_hidden(model, batch, layers, batch.window)[:, -batch.window : -1])
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -524,8 +630,18 @@ def finetune_artifact(
     return store.get_or_compute(STAGE, key_params, compute, inputs=[mix.key], version=VERSION)
 
 
-def load_student(params: StudyParams, adapter: Artifact | None, store: Store, device: str) -> tuple[nn.Module, Any]:
-    """The student for evaluation: the base model, with the stored adapter applied when given."""
+def load_student(
+    params: StudyParams, adapter: Artifact | None, store: Store, device: str, merge: bool = True
+) -> tuple[nn.Module, Any]:
+    """The student for evaluation: the base model, with the stored adapter applied when given.
+
+    ``merge``: fold the adapter into float32 weights (PEFT's ``merge_and_unload``), so scoring and
+    generation run plain linear layers instead of each one plus its two LoRA matmuls; the function is
+    the same up to float rounding. Only the adapted (top) layers change, so cached activations of the
+    frozen layers stay valid. Half-precision weights (bf16 on a GPU) keep the adapter separate: adding
+    the small update into bf16 weights would round part of it away. The merged model has no adapter to
+    disable; pass ``merge=False`` where that is needed.
+    """
     from peft import PeftModel
 
     from .models import load_causal_lm
@@ -533,4 +649,7 @@ def load_student(params: StudyParams, adapter: Artifact | None, store: Store, de
     model, tokenizer = load_causal_lm(params.models.student, store, device)
     if adapter is None:
         return model, tokenizer
-    return PeftModel.from_pretrained(model, str(adapter.path / "adapter")).eval(), tokenizer
+    tuned = PeftModel.from_pretrained(model, str(adapter.path / "adapter")).eval()
+    if merge and all(p.dtype == torch.float32 for p in tuned.parameters()):
+        return tuned.merge_and_unload(safe_merge=True).eval(), tokenizer
+    return tuned, tokenizer
