@@ -252,6 +252,21 @@ def configured_task(params: StudyParams, name: str, seed: int) -> Any:
     return replace(TASKS[name], n_boot=params.evaluate.n_boot, seed=seed)
 
 
+_ITEMS: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+
+
+def task_items(params: StudyParams, name: str, store: Store) -> list[Any]:
+    """A task's items, built once per process for the same params and store.
+
+    Why: building the 480 counterfactual twins takes about half a second, and planning, computing and the
+    report each ask for a task's items at every student.
+    """
+    key = (name, params.model_dump_json(), str(store.root))
+    if key not in _ITEMS:
+        _ITEMS[key] = tuple(configured_task(params, name, 0).items(params, store))
+    return list(_ITEMS[key])
+
+
 _LOADED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
@@ -279,7 +294,7 @@ def evaluate_artifact(
 
     adapter = adapter or finetune_artifact(params, attribute, bias_type, ratio, seed, store)
     task = configured_task(params, task_name, seed)
-    items = task.items(params, store)
+    items = task_items(params, task_name, store)
     max_new_tokens = params.evaluate.max_new_tokens.get(task_name, 16)
     key_params = {
         "task": task_name, "n_boot": params.evaluate.n_boot, "seed": seed, "max_new_tokens": max_new_tokens,

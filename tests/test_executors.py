@@ -56,7 +56,7 @@ def test_a_ray_cluster_whose_workers_cannot_see_the_store_is_refused(tmp_path, m
     from biasutils.runner import executors
 
     monkeypatch.setattr(executors, "_read_token", lambda path: None)  # as on a node without the file system
-    executor = executors.RayExecutor(None, str(tmp_path), {}, num_cpus=1)
+    executor = executors.RayExecutor(None, str(tmp_path), num_cpus=1)
     with pytest.raises(runner.RunError, match=rf"the store {tmp_path} is not visible on Ray node\(s\) .*NFS"):
         with executor:
             pass

@@ -109,7 +109,7 @@ def test_parallel_renders_overlap_share_the_cores_and_record_every_render(toy_st
         [("none", 0.0), ("neutral", 0.1), ("neutral", 0.2), ("contrastive-explicit", 0.1), ("contrastive-explicit", 0.2)])
     ordered = sorted(runs, key=lambda r: r["start"])
     assert ordered[1]["start"] < ordered[0]["end"], "renders only read the store: they run two at a time from the start"
-    assert {r["threads"] for r in runs} == {str(max(1, runner.compute.machine_cores() // 2))}, "each kernel gets half the cores"
+    assert {r["threads"] for r in runs} == {str(max(1, runner.executors.machine_cores() // 2))}, "each kernel gets half the cores"
     assert all(p.exists() and p.with_suffix(".run.yaml").exists() for p in rendered)
     mtimes = {p: p.stat().st_mtime_ns for p in rendered}
     runner.execute(params, [], ["toy"], reports_dir=reports, notebooks_dir=toy_stage, progress=False, jobs=2)
@@ -239,3 +239,21 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     before = {p: p.stat().st_mtime_ns for p in rendered}
     runner.execute(params, reports_dir=reports, progress=False)
     assert {p: p.stat().st_mtime_ns for p in rendered} == before, "a second run re-renders nothing"
+
+
+def test_shared_activations_are_planned_as_tasks_of_their_own_before_their_readers(tmp_path) -> None:
+    """The frozen layers' activations over each task's items and the original data run beside the generator,
+    those over each generated set just before the fine-tunes: spread over the workers, each asking for the
+    resources of the stage that reads it."""
+    from biasutils.store import Store
+
+    params = load_params("smoke", ["executor.resources={evaluate: {num_cpus: 2}}"])
+    plan = runner.missing_tasks(params, runner.STAGES, Store(tmp_path))
+    assert list(plan) == ["data", "generate", "mix", "finetune (inputs)", "finetune", "evaluate", "misalign", "report"]
+    shared = [task for task in plan["generate"] if task.run.stage.name == "activations"]
+    assert [task.run.point for task in shared] == [{"task": t} for t in params.grid.tasks] + [{"source": "original"}]
+    assert [task.threads for task in shared] == [2] * len(params.grid.tasks) + [1], "the reader's resources"
+    generated = [{"attribute": a, "source": b} for a in params.grid.attributes for b in params.grid.bias_types]
+    assert [task.run.point for task in plan["finetune (inputs)"]] == generated
+    baselines_only = load_params("smoke", ["grid.ratios=[0.0]"])
+    assert "finetune (inputs)" not in runner.missing_tasks(baselines_only, runner.STAGES, Store(tmp_path))

@@ -140,6 +140,5 @@ def compute_tasks(tasks: Mapping[str, Sequence[Task]], params: StudyParams, stor
 
 def _executor(name: str, jobs: int, ray_address: str | None, params: StudyParams, store: Store) -> LocalExecutor | RayExecutor:
     if name == "ray":
-        resources = {stage: params.executor.for_stage(stage) for stage in STAGE_NAMES}
-        return RayExecutor(ray_address, str(store.root), resources, num_cpus=None)
+        return RayExecutor(ray_address, str(store.root))
     return LocalExecutor(jobs, preload=("torch", "transformers", "biasutils.runner.compute"))

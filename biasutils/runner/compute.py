@@ -9,7 +9,6 @@ store (:meth:`Store.probing`) with those same calls: the keys that decide are th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +51,24 @@ def _evaluate(params: StudyParams, point: Point, store: Store) -> None:
         evaluate_artifact(params, point["attribute"], point["bias_type"], point["ratio"], point["seed"], task, store)
 
 
+def _item_activations(params: StudyParams, point: Point, store: Store) -> None:
+    from ..evaluate import task_activations, task_items
+
+    task_activations(params, point["task"], task_items(params, point["task"], store), store)
+
+
+def _training_activations(params: StudyParams, point: Point, store: Store) -> None:
+    from ..data import original_artifact
+    from ..finetune import activations_artifact
+    from ..generate import generate_samples
+
+    if point["source"] == "original":
+        activations_artifact(params, original_artifact(params.data, params.seed, store), "train.jsonl", store)
+    else:
+        samples = generate_samples(params, point["attribute"], point["source"], store)
+        activations_artifact(params, samples, "samples.jsonl", store)
+
+
 def _misalign(params: StudyParams, point: Point, store: Store) -> None:
     from ..misalign import misalign_artifact, stereotype_artifact
 
@@ -59,12 +76,49 @@ def _misalign(params: StudyParams, point: Point, store: Store) -> None:
     stereotype_artifact(params, store)
 
 
-# stage -> the artifacts its notebook reads at one point; a stage not named here computes nothing
-# ahead (the report reads what the others stored and summarises it as it renders)
+def _report(params: StudyParams, point: Point, store: Store) -> None:
+    from ..report import record_artifact
+
+    record_artifact(params, store)
+
+
+# stage -> the artifacts its notebook reads at one point
 STAGE_WORK: dict[str, Callable[[StudyParams, Point, Store], None]] = {
     "data": _data, "generate": _generate, "mix": _mix, "finetune": _finetune, "evaluate": _evaluate,
-    "misalign": _misalign,
+    "misalign": _misalign, "report": _report,
 }
+
+
+# Shared inputs that many tasks of a later stage read (the frozen layers' activations over the original
+# data, each generated set and each task's items): tasks of their own, run alongside the stage named here
+# and spread over the workers, instead of inside the first task that needs them while the other workers
+# wait on its lock. Each is computed with the resources of the stage that reads it.
+ACTIVATIONS = Stage("activations", "")
+
+
+@dataclass(frozen=True)
+class SharedWork:
+    alongside: str  # the stage whose phase runs these tasks
+    reader: str  # the stage that reads them: its resources, and nothing to do unless it is selected
+    work: Callable[[StudyParams, Point, Store], None]
+    points: Callable[[StudyParams], list[dict[str, Any]]]
+
+
+def _item_points(params: StudyParams) -> list[dict[str, Any]]:
+    return [{"task": task} for task in params.grid.tasks]
+
+
+def _generated_points(params: StudyParams) -> list[dict[str, Any]]:
+    if not any(ratio > 0 for ratio in params.grid.ratios):  # only baselines: no generated set is read
+        return []
+    return [{"attribute": a, "source": b} for a in params.grid.attributes for b in params.grid.bias_types]
+
+
+SHARED_WORK: tuple[SharedWork, ...] = (
+    SharedWork("generate", "evaluate", _item_activations, _item_points),
+    SharedWork("generate", "finetune", _training_activations, lambda params: [{"source": "original"}]),
+    SharedWork("finetune", "finetune", _training_activations, _generated_points),
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +129,12 @@ class Task:
     params: StudyParams
     store_root: str
     work: Callable[[StudyParams, Point, Store], None]  # a module-level function: pickled by reference
+    resource_stage: str = ""  # whose resources the task asks for; its own stage's when empty
+
+    @property
+    def resources(self) -> Any:
+        """``executor.resources`` of the task's stage (or of the stage that reads what it computes)."""
+        return self.params.executor.for_stage(self.resource_stage or self.run.stage.name)
 
     def label(self) -> str:
         return f"{self.run.stage.name} [{', '.join(f'{k}={v}' for k, v in self.run.point.items())}]"
@@ -86,7 +146,7 @@ class Task:
         Why fixed by params, not by how busy the machine is: a float reduction split over another
         number of threads rounds differently, and the numbers must not depend on where a task ran.
         """
-        return max(1, int(self.params.executor.for_stage(self.run.stage.name).num_cpus))
+        return max(1, int(self.resources.num_cpus))
 
     def __call__(self) -> str:
         """Compute the task's artifacts, with its fixed number of torch threads."""
@@ -107,17 +167,29 @@ class Task:
 
 
 def missing_tasks(params: StudyParams, stages: Sequence[Stage], store: Store) -> dict[str, list[Task]]:
-    """The tasks each stage still needs, in pipeline order (stages with nothing to do are left out)."""
+    """The tasks each phase still needs, in pipeline order (phases with nothing to do are left out).
+
+    A phase is a stage's tasks plus the shared work that runs alongside it (:data:`SHARED_WORK`):
+    the activations the finetune and evaluate tasks read are computed while the generator runs, or
+    just before the fine-tunes, as tasks of their own.
+    """
+    names = {stage.name for stage in stages}
     plan: dict[str, list[Task]] = {}
     for stage in stages:
         if stage.name not in STAGE_WORK:
             continue
         tasks = [Task(run, params, str(store.root), STAGE_WORK[stage.name]) for run in expand(stage, params)]
-        todo = [task for task in tasks if not task.is_stored(store)]
-        if todo:
-            plan[stage.name] = todo
+        shared = [
+            Task(RunPoint(ACTIVATIONS, point), params, str(store.root), item.work, item.reader)
+            for item in SHARED_WORK if item.alongside == stage.name and item.reader in names
+            for point in item.points(params)
+        ]
+        if params.finetune.lora.top_layers is None:  # nothing is frozen: no activations are cached
+            shared = []
+        # the fine-tunes read the generated sets' activations: those go first, as a phase of their own
+        phases = {f"{stage.name} (inputs)": shared, stage.name: tasks} if stage.name == "finetune" else {stage.name: tasks + shared}
+        for phase, phase_tasks in phases.items():
+            todo = [task for task in phase_tasks if not task.is_stored(store)]
+            if todo:
+                plan[phase] = todo
     return plan
-
-
-def machine_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -21,12 +21,12 @@ import multiprocessing
 import os
 import traceback
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from .compute import Task, machine_cores
+from .compute import Task
 from .render import RunError
 
 Progress = Callable[[str, str], None]  # (event: "start" | "done", task label)
@@ -98,10 +98,11 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """The tasks as Ray tasks, with per-stage resource requests; a local instance unless ``address``."""
+    """The tasks as Ray tasks, each asking for its stage's resources (``executor.resources`` in params); a
+    local instance of ``num_cpus`` CPUs (default: the machine's) unless ``address`` names a cluster."""
 
-    def __init__(self, address: str | None, store_root: str, resources: Mapping[str, Any], num_cpus: int | None = None) -> None:
-        self.address, self.store_root, self.resources, self.num_cpus = address, store_root, resources, num_cpus
+    def __init__(self, address: str | None, store_root: str, num_cpus: int | None = None) -> None:
+        self.address, self.store_root, self.num_cpus = address, store_root, num_cpus
 
     def __enter__(self) -> RayExecutor:
         try:
@@ -147,11 +148,11 @@ class RayExecutor:
 
         if not tasks:
             return
-        need = self.resources[tasks[0].run.stage.name]
-        remote = ray.remote(num_cpus=need.num_cpus, num_gpus=need.num_gpus, max_retries=0)(_run_task)
+        remote = ray.remote(max_retries=0)(_run_task)
         pending = {}
         for task in tasks:
-            pending[remote.remote(task)] = task
+            need = task.resources
+            pending[remote.options(num_cpus=need.num_cpus, num_gpus=need.num_gpus).remote(task)] = task
             progress("start", task.label())
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -175,6 +176,10 @@ def share_cores(workers: int) -> None:
     threads = str(max(1, machine_cores() // workers))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(variable, threads)
+
+
+def machine_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _import_modules(names: Sequence[str]) -> None:
