@@ -485,8 +485,13 @@ def _fields_at(loc: Sequence[Any]) -> list[str]:
 
 def resolve_device(params: StudyParams) -> str:
     """``auto`` means CUDA when a GPU is visible (imports torch, so only call it when work starts)."""
-    if params.device != "auto":
-        return params.device
+    return concrete_device(params.device)
+
+
+def concrete_device(device: str) -> str:
+    """``cpu``/``cuda`` as they are; ``auto``: CUDA when a GPU is visible (imports torch)."""
+    if device != "auto":
+        return device
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -629,9 +629,9 @@ def finetune_artifact(
         },
         "extra_loss": dict(extra_loss_key or {"name": "none"}),
     }
-    device = resolve_device(params)
 
     def compute(out: Path, scratch: Path) -> None:
+        device = resolve_device(params)  # here, not above: a render that finds the adapter stored imports no torch
         model, tokenizer, backend_used = trainable_student(params, store, device, seed)
         rows = read_jsonl(mix.file("train.jsonl"))
         examples = encode(rows, tokenizer, ft, group_field="gender_name" if attribute == "gender" else "culture")

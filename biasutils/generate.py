@@ -311,9 +311,10 @@ class TransformersBackend:
     def load(self) -> tuple[Any, Any]:
         """The model and tokenizer, loaded on first use (left padding: generation appends on the right)."""
         if self._loaded is None:
+            from .config import concrete_device
             from .models import load_causal_lm
 
-            model, tokenizer = load_causal_lm(self.model_name, self.store, self.device)
+            model, tokenizer = load_causal_lm(self.model_name, self.store, concrete_device(self.device))
             tokenizer.padding_side = "left"
             self._loaded = (model, tokenizer)
         return self._loaded
@@ -735,11 +736,9 @@ def to_record(request: Request, sample: Mapping[str, str], settings: Mapping[str
 
 def generate_samples(params: StudyParams, attribute: str, bias_type: str, store: Store, device: str | None = None) -> Artifact:
     """The stored artifact of ``params.generate.n`` valid samples for (attribute, bias type)."""
-    from .config import resolve_device
-
     templates = load_templates(params.generate)
-    device = device or resolve_device(params)
-    backend = make_backend(params, store, device)
+    # "auto" is resolved when the model loads: a render that finds the samples stored imports no torch
+    backend = make_backend(params, store, device or params.device)
     key_params = {
         "attribute": attribute, "bias_type": bias_type, "n": params.generate.n, "seed": params.seed,
         "generator": backend.settings(), "min_words": params.generate.min_words,
