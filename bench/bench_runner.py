@@ -2,14 +2,17 @@
 one run on the same machine; then a warm rerun, and the render times.
 
 * old: every notebook computes its own point in its kernel (``runner.execute(compute_first=False)``),
-  stage by stage, ``--jobs`` kernels at a time;
+  stage by stage, ``--jobs`` kernels at a time; with ``--old-rev REV`` the old path is the code of that
+  revision instead (a git worktree; ``python -m biasutils run`` there, its renders of the profile removed
+  first), e.g. the commit before plan-compute-render existed, so the package's own speed-ups since then
+  count for the new path only;
 * new: the missing tasks computed in ``--jobs`` warm workers, stage by stage (the first stage's time
   includes starting the workers), then every notebook rendered from the store.
 
 Each mode starts from an empty store of its own (only the converted model checkpoints are copied in,
 so neither pays the one-off GGUF conversion) and an empty reports directory.
 
-    python bench/bench_runner.py [--profile classroom] [--set KEY=VALUE ...] [--jobs 2]
+    python bench/bench_runner.py [--profile classroom] [--set KEY=VALUE ...] [--jobs 2] [--old-rev REV]
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ from biasutils.config import load_params
 from biasutils.store import Store, default_root
 
 CHECKPOINTS = "model-checkpoint"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def fresh_store(root: Path) -> Path:
@@ -53,6 +59,26 @@ def old_path(params, overrides: list[str], jobs: int, work: Path) -> dict[str, f
     return times
 
 
+def old_revision_path(rev: str, profile: str, overrides: list[str], jobs: int, work: Path) -> dict[str, float]:
+    """``python -m biasutils run`` of another revision's code (a detached worktree), per stage from papermill."""
+    from stage_times import stage_times
+
+    tree = work / "old-tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True, capture_output=True)
+    try:
+        shutil.rmtree(tree / "reports" / profile, ignore_errors=True)  # its committed renders would count as current
+        command = [sys.executable, "-m", "biasutils", "run", "--profile", profile, "--jobs", str(jobs)]
+        command += [item for override in overrides for item in ("--set", override)]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
+        total = time.perf_counter() - start
+        times = {f"{stage} (render, computing)": wall for stage, _, wall, _ in stage_times(profile, tree / "reports")}
+        times["(between stages)"] = total - sum(times.values())
+        return times
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False, capture_output=True)
+
+
 def new_path(params, overrides: list[str], jobs: int, work: Path) -> dict[str, float]:
     """Plan, compute in one pool of warm workers (a stage's time ends with its last task), render."""
     times = {}
@@ -60,11 +86,12 @@ def new_path(params, overrides: list[str], jobs: int, work: Path) -> dict[str, f
     stages = runner.select_stages(params.stages)
     tasks = runner.missing_tasks(params, stages, Store())
     times["plan"] = time.perf_counter() - start
-    left = {stage: len(stage_tasks) for stage, stage_tasks in tasks.items()}
+    left = {phase: len(phase_tasks) for phase, phase_tasks in tasks.items()}
+    phase_of = {task.label(): phase for phase, phase_tasks in tasks.items() for task in phase_tasks}
     mark = [time.perf_counter()]
 
     def stage_finished(event: str, label: str) -> None:
-        stage = label.split(" ", 1)[0]
+        stage = phase_of[label]
         if event == "done":
             left[stage] -= 1
             if not left[stage]:
@@ -93,11 +120,17 @@ def main() -> None:
     parser.add_argument("--profile", default="classroom")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--old-rev", help="run the old path from this git revision's code (default: this tree's)")
     args = parser.parse_args()
     params = load_params(args.profile, args.overrides)
     default_store = os.environ.get("BIAS_STORE")
 
-    old, _ = timed_mode("old", old_path, params, args.overrides, args.jobs)
+    if args.old_rev:
+        def old_run(_params, overrides, jobs, work):
+            return old_revision_path(args.old_rev, args.profile, overrides, jobs, work)
+    else:
+        old_run = old_path
+    old, _ = timed_mode("old", old_run, params, args.overrides, args.jobs)
     new, work = timed_mode("new", new_path, params, args.overrides, args.jobs)
     start = time.perf_counter()
     runner.execute(params, args.overrides, reports_dir=work / "reports", progress=False, jobs=args.jobs)
@@ -108,7 +141,8 @@ def main() -> None:
 
     print(f"profile {args.profile} {' '.join(args.overrides)}, jobs {args.jobs}, {os.cpu_count()} CPUs")
     print(f"{'phase':34} {'seconds':>8}")
-    for name, times in (("old: notebook per point", old), ("new: plan, compute, render", new)):
+    old_name = f"old: notebook per point{f' (code of {args.old_rev})' if args.old_rev else ''}"
+    for name, times in ((old_name, old), ("new: plan, compute, render", new)):
         print(name)
         for phase, seconds in times.items():
             print(f"  {phase:32} {seconds:8.1f}")
