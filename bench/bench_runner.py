@@ -130,12 +130,14 @@ def main() -> None:
             return old_revision_path(args.old_rev, args.profile, overrides, jobs, work)
     else:
         old_run = old_path
-    old, _ = timed_mode("old", old_run, params, args.overrides, args.jobs)
+    # the new path first (a failure there shows before the long old run), then its warm rerun on its store
     new, work = timed_mode("new", new_path, params, args.overrides, args.jobs)
+    print(f"new path's store and reports: {work}", flush=True)
     start = time.perf_counter()
     runner.execute(params, args.overrides, reports_dir=work / "reports", progress=False, jobs=args.jobs)
     warm = time.perf_counter() - start
     renders = render_seconds(work / "reports")
+    old, _ = timed_mode("old", old_run, params, args.overrides, args.jobs)
     if default_store is not None:
         os.environ["BIAS_STORE"] = default_store
 
