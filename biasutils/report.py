@@ -486,8 +486,3 @@ def pivot_size_plan(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=["attribute", "measure", "test_items"]).set_index(["attribute", "measure", "test_items"])
     return rows.pivot_table(index=["attribute", "measure", "test_items"], columns="seeds", values="mde")
-
-
-def size_plan(params: StudyParams, students: list, **design: tuple[int, ...]) -> pd.DataFrame:
-    """:func:`size_plan_rows` as a table (:func:`pivot_size_plan`)."""
-    return pivot_size_plan(size_plan_rows(params, students, **design))

@@ -8,10 +8,10 @@ Three things every stage reports the same way:
   mean of the group's per-sample outcomes (vectorised, resampling within the group); any other metric
   (macro-F1) gets fairlearn's bootstrap (``n_boot``, ``ci_quantiles``, ``random_state``;
   ``by_group_ci``), which resamples *all rows* and recomputes every group, so a group's size varies
-  between resamples. Why two: fairlearn's bootstrap builds a whole MetricFrame per resample, about
-  4.6 s per table at 200 resamples on the 2-core CPU, and the classroom grid draws some 600 tables;
-  scipy's vectorised resampling of a mean takes milliseconds and gives the same percentile interval
-  up to the within-group resampling (tested against fairlearn's).
+  between resamples; :func:`_fairlearn_intervals` draws fairlearn's very resamples without building
+  a MetricFrame per resample (equal number for number, tested; ~30x faster). Why two: scipy's
+  vectorised resampling of a mean takes milliseconds and gives the same percentile interval up to the
+  within-group resampling (tested against fairlearn's).
 * :func:`gap_table`: the signed difference ``metric(group_a) - metric(group_b)`` (e.g. female minus
   male) with a bootstrap interval and a significance test. Fairlearn's ``difference()`` is the
   *unsigned* largest gap over all groups, so it cannot give a signed gap between two chosen groups;

@@ -205,9 +205,8 @@ def _present(frame: pd.DataFrame, column: str, reference: str) -> list[tuple[str
 class _Scoring:
     """Resampling settings every task's ``score`` passes to :mod:`biasutils.stats`.
 
-    Fairlearn's bootstrap costs about 10-20 ms per resample and grouping on a CPU, whatever the metric
-    (occupation classification, three groupings: about 50 s at ``n_boot=1000`` on a busy 2-core
-    machine); ``dataclasses.replace(task, n_boot=200)`` trades interval precision for time.
+    Every resample recomputes each grouping's metrics (a permutation test and two bootstraps per gap);
+    ``dataclasses.replace(task, n_boot=200)`` trades interval precision for time.
     """
 
     n_boot: int = 1000

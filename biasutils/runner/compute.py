@@ -179,13 +179,12 @@ def missing_tasks(params: StudyParams, stages: Sequence[Stage], store: Store) ->
         if stage.name not in STAGE_WORK:
             continue
         tasks = [Task(run, params, str(store.root), STAGE_WORK[stage.name]) for run in expand(stage, params)]
+        frozen = params.finetune.lora.top_layers is not None  # else no activations are cached
         shared = [
             Task(RunPoint(ACTIVATIONS, point), params, str(store.root), item.work, item.reader)
-            for item in SHARED_WORK if item.alongside == stage.name and item.reader in names
+            for item in SHARED_WORK if frozen and item.alongside == stage.name and item.reader in names
             for point in item.points(params)
         ]
-        if params.finetune.lora.top_layers is None:  # nothing is frozen: no activations are cached
-            shared = []
         # the fine-tunes read the generated sets' activations: those go first, as a phase of their own
         phases = {f"{stage.name} (inputs)": shared, stage.name: tasks} if stage.name == "finetune" else {stage.name: tasks + shared}
         for phase, phase_tasks in phases.items():
