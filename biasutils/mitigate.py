@@ -1,0 +1,94 @@
+"""Mitigations of bias inheritance (issue 12, in progress): the pieces each mitigation is made of.
+
+* token-based (value misalignment): a statement that the text was machine-written and may be biased,
+  prepended to every *augmented* training row (:func:`token_rows`); original rows and test inputs stay
+  as they are;
+* loss-based (distribution misalignment): ``λ‖mean_o φ − mean_a φ‖²`` added to the SFT loss, φ the
+  mean-pooled hidden state over non-padding tokens, the means over the batch's original and augmented
+  rows (:func:`alignment_loss`), with batches that hold both sources (:func:`stratified_batches`).
+
+Not yet here: the mask-based mitigation, the ``grid.mitigations`` axis, the stage and its notebook.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+MITIGATIONS: tuple[str, ...] = ("none", "token", "mask", "loss")
+ORIGINAL, AUGMENTED = "original", "augmented"
+# [ours]: the paper names the idea (a token that marks generated text as possibly biased), not a wording
+DEFAULT_TOKEN_TEXT = "Note: the following text was written by a language model and may contain bias."
+
+
+class MitigationError(ValueError):
+    """A mitigation setting or input that cannot work; the message names the field and what is allowed."""
+
+
+def token_rows(rows: Sequence[Mapping[str, Any]], text: str, field: str = "hard_text") -> tuple[list[dict[str, Any]], list[str]]:
+    """(the rows with ``text`` prepended to each augmented row's ``field``, the ids of the rows changed).
+
+    Why only augmented rows: the statement is meant to tell the student which data to distrust; on
+    original rows or at test time it would only shift every input alike.
+    """
+    if not text.strip():
+        raise MitigationError("mitigate.token.text: empty; allowed: a non-empty statement (default: "
+                              f"{DEFAULT_TOKEN_TEXT!r})")
+    out, changed = [], []
+    for row in rows:
+        row = dict(row)
+        if row.get("source") == AUGMENTED:
+            row[field] = f"{text.strip()} {row[field]}"
+            changed.append(row["id"])
+        out.append(row)
+    return out, changed
+
+
+def alignment_loss(hidden: torch.Tensor, attention_mask: torch.Tensor, sources: Sequence[str], weight: float) -> torch.Tensor:
+    """``weight * ‖mean_o φ − mean_a φ‖²`` over one batch, φ = the mean of ``hidden`` over non-padding positions.
+
+    A batch without both sources is an error, never a silent zero: the sampler must stratify
+    (:func:`stratified_batches`).
+    """
+    import torch
+
+    if weight < 0:
+        raise MitigationError(f"mitigate.loss.weight: {weight}; allowed: >= 0")
+    is_augmented = torch.tensor([s == AUGMENTED for s in sources], device=hidden.device)
+    is_original = torch.tensor([s == ORIGINAL for s in sources], device=hidden.device)
+    if not (is_augmented.any() and is_original.any()):
+        raise MitigationError(
+            f"the loss-based mitigation needs original and augmented rows in every batch; this one holds "
+            f"{int(is_original.sum())} original and {int(is_augmented.sum())} augmented")
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    gap = pooled[is_original].mean(0) - pooled[is_augmented].mean(0)
+    return weight * (gap * gap).sum()
+
+
+def stratified_batches(sources: Sequence[str], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffled batches of about ``batch_size`` rows, each holding both sources in about their overall
+    proportion (each source shuffled and dealt out over the batches in turn).
+
+    Too few rows of a source for every batch to hold one is an error naming the counts: the loss-based
+    mitigation cannot be computed on a batch that lacks a source.
+    """
+    by_source = {name: np.flatnonzero(np.asarray(sources) == name) for name in (ORIGINAL, AUGMENTED)}
+    n_batches = math.ceil(len(sources) / batch_size)
+    short = {name: len(rows) for name, rows in by_source.items() if len(rows) < n_batches}
+    if short:
+        raise MitigationError(
+            f"finetune.batch_size={batch_size} makes {n_batches} batches, but there are only "
+            + ", ".join(f"{n} {name} rows" for name, n in short.items())
+            + "; every batch of the loss-based mitigation needs both: raise finetune.batch_size or γ")
+    batches: list[list[int]] = [[] for _ in range(n_batches)]
+    for rows in by_source.values():
+        for position, row in enumerate(rng.permutation(rows)):
+            batches[position % n_batches].append(int(row))
+    return [list(rng.permutation(batch)) for batch in rng.permutation(np.array(batches, dtype=object))]

@@ -1,0 +1,57 @@
+"""Mitigation pieces on constructed inputs with known answers (issue 12, in progress)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from biasutils import mitigate
+
+
+def _rows() -> list[dict]:
+    return [{"id": f"o{i}", "source": "original", "hard_text": f"original {i}"} for i in range(3)] + [
+        {"id": f"a{i}", "source": "augmented", "hard_text": f"augmented {i}"} for i in range(2)]
+
+
+def test_the_token_text_is_on_augmented_rows_only() -> None:
+    rows, changed = mitigate.token_rows(_rows(), "Machine-written, may be biased.")
+    assert changed == ["a0", "a1"]
+    assert [r["hard_text"] for r in rows] == ["original 0", "original 1", "original 2",
+                                              "Machine-written, may be biased. augmented 0",
+                                              "Machine-written, may be biased. augmented 1"]
+    assert _rows()[3]["hard_text"] == "augmented 0", "the input rows are not changed in place"
+    with pytest.raises(mitigate.MitigationError, match="mitigate.token.text"):
+        mitigate.token_rows(_rows(), "  ")
+
+
+def test_the_alignment_loss_is_zero_for_equal_means_positive_otherwise_and_its_gradient_closes_the_gap() -> None:
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]])
+    sources = ["original", "augmented", "original", "augmented"]
+    same = torch.ones(4, 3, 2)
+    assert float(mitigate.alignment_loss(same, mask, sources, 1.0)) == 0.0
+    hidden = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss = mitigate.alignment_loss(hidden, mask, sources, 0.5)
+    assert float(loss.detach()) > 0
+    loss.backward()
+    with torch.no_grad():
+        stepped = hidden - 0.1 * hidden.grad
+    assert float(mitigate.alignment_loss(stepped, mask, sources, 0.5)) < float(loss.detach())
+    # padding positions do not count: changing them changes nothing
+    padded = hidden.detach().clone()
+    padded[0, 2] = 100.0
+    assert float(mitigate.alignment_loss(padded, mask, sources, 0.5)) == pytest.approx(float(loss.detach()))
+    with pytest.raises(mitigate.MitigationError, match="original and augmented rows in every batch"):
+        mitigate.alignment_loss(hidden, mask, ["original"] * 4, 1.0)
+    with pytest.raises(mitigate.MitigationError, match="mitigate.loss.weight"):
+        mitigate.alignment_loss(hidden, mask, sources, -1.0)
+
+
+def test_stratified_batches_hold_both_sources_and_every_row_once() -> None:
+    sources = ["original"] * 60 + ["augmented"] * 30
+    batches = mitigate.stratified_batches(sources, 8, np.random.default_rng(0))
+    assert sorted(i for batch in batches for i in batch) == list(range(90))
+    assert all({sources[i] for i in batch} == {"original", "augmented"} for batch in batches)
+    assert max(len(b) for b in batches) - min(len(b) for b in batches) <= 2
+    with pytest.raises(mitigate.MitigationError, match="only 7 augmented rows"):
+        mitigate.stratified_batches(["original"] * 60 + ["augmented"] * 7, 8, np.random.default_rng(0))
