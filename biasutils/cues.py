@@ -380,3 +380,80 @@ def _check(allowed: Sequence[str | None], **arguments: object) -> None:
     for argument, value in arguments.items():
         if value not in allowed:
             raise ValueError(f"{argument}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+# ---------------------------------------------------------------------------------------------- masking
+
+MASK_TOKEN = "[MASK]"
+# The neutral word for each gendered word (mask mode "neutral"); a word not listed becomes "person(s)".
+NEUTRAL_WORDS: dict[str, str] = {
+    "he": "they", "she": "they", "him": "them", "his": "their", "her": "their", "hers": "theirs",
+    "himself": "themselves", "herself": "themselves", "mr": "Mx", "mrs": "Mx", "ms": "Mx",
+    "man": "person", "woman": "person", "men": "people", "women": "people", "male": "", "female": "",
+    "father": "parent", "mother": "parent", "husband": "partner", "wife": "partner", "son": "child",
+    "daughter": "child", "brother": "sibling", "sister": "sibling", "boyfriend": "partner", "girlfriend": "partner",
+}
+_ALL_CULTURE_WORDS: tuple[str, ...] = tuple(sorted({w for terms in CULTURE_TERMS.values() for w in terms}, key=len, reverse=True))
+
+
+def mask_cues(text: str, mode: str = "token", keep: Iterable[str] = ()) -> tuple[str, int]:
+    """Every group cue of the text masked: names of the name tables (a full name as one), gendered words
+    (:data:`GENDER_PAIRS`) and culture words (:data:`CULTURE_TERMS`); the new text and the count.
+
+    ``mode``: ``token`` writes :data:`MASK_TOKEN`, ``neutral`` a neutral word ("they", "their",
+    "person"; names become "the person", culture words "local"). Words in ``keep`` (case ignored) are
+    never masked: a biography's label-bearing words stay, even when they are also a cue.
+    """
+    _check(("token", "neutral"), mode=mode)
+    kept = {word.lower() for word in keep}
+    masked = 0
+
+    def replacement(token: str, kind: str) -> str:
+        if mode == "token":
+            return MASK_TOKEN
+        if kind == "name":
+            return "the person"
+        if kind == "culture":
+            return "local"
+        return _cased(NEUTRAL_WORDS.get(token.lower(), "person" if not token.lower().endswith("s") else "people"), token)
+
+    def one_word(token: str) -> tuple[str, str | None]:
+        """(the word or its replacement, the kind of cue it was or None)."""
+        lower = token.lower()
+        if lower in kept:
+            return token, None
+        if lower in MALE_WORDS | FEMALE_WORDS:
+            return replacement(token, "gender"), "gender"
+        if token[:1].isupper() and _is_name(token):
+            return replacement(token, "name"), "name"
+        return token, None
+
+    def substitute(match: re.Match[str]) -> str:
+        nonlocal masked
+        if match.lastgroup == "culture":
+            if match.group().lower() in kept:
+                return match.group()
+            masked += 1
+            return replacement(match.group(), "culture")
+        words: list[str] = []
+        previous = None
+        for token in match.group().split(" "):
+            new, kind = one_word(token)
+            if kind == "name" and previous == "name":  # a full name is one cue
+                previous = kind
+                continue
+            masked += kind is not None
+            words.append(new)
+            previous = kind
+        return " ".join(words)
+
+    culture = "|".join(map(re.escape, _ALL_CULTURE_WORDS))
+    name = r"[A-Z][^\W\d_]*(?:-[^\W\d_]+)*(?: [A-Z][^\W\d_]*(?:-[^\W\d_]+)*)*"
+    pattern = rf"(?<![\w-])(?P<culture>{culture})(?![\w-])|(?P<words>{name}|{_WORD})"
+    return re.sub(pattern, substitute, text), masked
+
+
+def _is_name(span: str) -> bool:
+    """Whether every word of a capitalised span is a given or family name of the tables (not a plain
+    word at the start of a sentence)."""
+    return all((given_name_owner(word) or family_name_culture(word)) and not _is_word(word) for word in span.split())

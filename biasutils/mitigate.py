@@ -92,3 +92,19 @@ def stratified_batches(sources: Sequence[str], batch_size: int, rng: np.random.G
         for position, row in enumerate(rng.permutation(rows)):
             batches[position % n_batches].append(int(row))
     return [list(rng.permutation(batch)) for batch in rng.permutation(np.array(batches, dtype=object))]
+
+
+def mask_rows(rows: Sequence[Mapping[str, Any]], mode: str, field: str = "hard_text") -> tuple[list[dict[str, Any]], list[int]]:
+    """(the rows with every group cue of each augmented row's ``field`` masked, the cues masked per
+    augmented row) — :func:`biasutils.cues.mask_cues`, the lexicon group inference and the twins use.
+    The row's occupation words are kept (its label stays readable)."""
+    from .cues import mask_cues
+
+    out, counts = [], []
+    for row in rows:
+        row = dict(row)
+        if row.get("source") == AUGMENTED:
+            row[field], count = mask_cues(row[field], mode, keep=str(row.get("occupation", "")).split())
+            counts.append(count)
+        out.append(row)
+    return out, counts

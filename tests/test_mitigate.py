@@ -55,3 +55,29 @@ def test_stratified_batches_hold_both_sources_and_every_row_once() -> None:
     assert max(len(b) for b in batches) - min(len(b) for b in batches) <= 2
     with pytest.raises(mitigate.MitigationError, match="only 7 augmented rows"):
         mitigate.stratified_batches(["original"] * 60 + ["augmented"] * 7, 8, np.random.default_rng(0))
+
+
+BIOGRAPHY = ("Stephany Alves considers herself an early riser. She manages projects for her clients. Her husband is "
+             "Spanish. Colleagues describe Stephany as patient. She met a Chinese woman in Lisbon.")
+
+
+def test_masking_a_hand_made_biography_removes_every_cue_and_nothing_else() -> None:
+    from biasutils import cues
+
+    masked, count = cues.mask_cues(BIOGRAPHY, "token")
+    assert masked == ("[MASK] considers [MASK] an early riser. [MASK] manages projects for [MASK] clients. [MASK] [MASK] "
+                      "is [MASK]. Colleagues describe [MASK] as patient. [MASK] met a [MASK] [MASK] in Lisbon.")
+    assert count == 11
+    neutral, _ = cues.mask_cues(BIOGRAPHY, "neutral")
+    assert cues.infer_gender(neutral) == cues.UNKNOWN and "Stephany" not in neutral and "Spanish" not in neutral
+    assert neutral.startswith("the person considers themselves an early riser. They manages projects for their clients.")
+    with pytest.raises(ValueError, match="mode"):
+        cues.mask_cues(BIOGRAPHY, "blank")
+
+
+def test_mask_rows_change_augmented_rows_only_and_keep_the_label_words() -> None:
+    rows = [{"id": "o", "source": "original", "occupation": "nurse", "hard_text": "He is a nurse."},
+            {"id": "a", "source": "augmented", "occupation": "nurse", "hard_text": "Nurse Stephany helps her patients as a nurse."}]
+    out, counts = mitigate.mask_rows(rows, "token")
+    assert out[0]["hard_text"] == "He is a nurse."
+    assert out[1]["hard_text"] == "Nurse [MASK] helps [MASK] patients as a nurse." and counts == [2]
