@@ -46,10 +46,12 @@ Task = Literal[
     "discrim_eval",
 ]
 DataSource = Literal["offline", "bias_in_bios"]
+Mitigation = Literal["none", "token", "mask", "loss"]
 StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "report"]
 Device = Literal["auto", "cpu", "cuda"]
 
 BIAS_TYPES: tuple[str, ...] = get_args(BiasType)
+MITIGATIONS: tuple[str, ...] = get_args(Mitigation)
 OCCUPATIONS: tuple[str, ...] = get_args(Occupation)
 CULTURES: tuple[str, ...] = get_args(Culture)
 GENDERS: tuple[str, ...] = get_args(Gender)
@@ -141,6 +143,10 @@ class Grid(_Strict):
     ratios: list[Ratio] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.5], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     tasks: list[Task] = Field(default_factory=lambda: list(TASKS), min_length=1)
+    mitigations: list[Mitigation] = Field(
+        default_factory=lambda: ["none"], min_length=1,
+        description="applied to every point with gamma > 0 (biasutils.mitigate); none = the plain fine-tune",
+    )
 
 
 class OpenAIGenerator(_Strict):
@@ -284,6 +290,42 @@ class Inheritance(_Strict):
     n_permutations: PositiveInt = Field(9999, description="sign flips per permutation test")
 
 
+class TokenMitigation(_Strict):
+    """Token-based: a statement prepended to every augmented training row (value misalignment)."""
+
+    # [ours]: the paper names the idea (mark generated text as possibly biased), not a wording
+    text: str = "Note: the following text was written by a language model and may contain bias."
+
+    @field_validator("text")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("an empty statement changes nothing; allowed: a non-empty text")
+        return value
+
+
+class MaskMitigation(_Strict):
+    """Mask-based: group cues of augmented rows masked (surface cues; biasutils.cues.mask_cues)."""
+
+    mode: Literal["token", "neutral"] = Field("token", description="[MASK] or neutral words (they, person)")
+
+
+class LossMitigation(_Strict):
+    """Loss-based: weight * |mean_o phi - mean_a phi|^2 added to the SFT loss (distribution misalignment)."""
+
+    weight: Annotated[float, Field(ge=0)] = Field(1.0, description="lambda [ours]")
+    pooling: Literal["mean"] = Field("mean", description="phi: the mean over non-padding tokens [ours]")
+    layer: Literal["last"] = Field("last", description="phi's layer: the last hidden state [ours]")
+
+
+class Mitigate(_Strict):
+    """Settings of the three mitigations (grid.mitigations picks which run)."""
+
+    token: TokenMitigation = Field(default_factory=TokenMitigation)
+    mask: MaskMitigation = Field(default_factory=MaskMitigation)
+    loss: LossMitigation = Field(default_factory=LossMitigation)
+
+
 class StageResources(_Strict):
     """What one task of a stage asks an executor for (Ray: ``num_cpus``/``num_gpus`` of each task)."""
 
@@ -320,6 +362,7 @@ class StudyParams(_Strict):
     finetune: Finetune = Field(default_factory=Finetune)
     evaluate: Evaluate = Field(default_factory=Evaluate)
     inheritance: Inheritance = Field(default_factory=Inheritance)
+    mitigate: Mitigate = Field(default_factory=Mitigate)
     executor: Executor = Field(default_factory=Executor)
 
 

@@ -21,10 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-MITIGATIONS: tuple[str, ...] = ("none", "token", "mask", "loss")
 ORIGINAL, AUGMENTED = "original", "augmented"
-# [ours]: the paper names the idea (a token that marks generated text as possibly biased), not a wording
-DEFAULT_TOKEN_TEXT = "Note: the following text was written by a language model and may contain bias."
 
 
 class MitigationError(ValueError):
@@ -38,8 +35,7 @@ def token_rows(rows: Sequence[Mapping[str, Any]], text: str, field: str = "hard_
     original rows or at test time it would only shift every input alike.
     """
     if not text.strip():
-        raise MitigationError("mitigate.token.text: empty; allowed: a non-empty statement (default: "
-                              f"{DEFAULT_TOKEN_TEXT!r})")
+        raise MitigationError("mitigate.token.text: empty; allowed: a non-empty statement")
     out, changed = [], []
     for row in rows:
         row = dict(row)

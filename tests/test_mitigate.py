@@ -81,3 +81,16 @@ def test_mask_rows_change_augmented_rows_only_and_keep_the_label_words() -> None
     out, counts = mitigate.mask_rows(rows, "token")
     assert out[0]["hard_text"] == "He is a nurse."
     assert out[1]["hard_text"] == "Nurse [MASK] helps [MASK] patients as a nurse." and counts == [2]
+
+
+def test_mitigation_settings_that_make_no_sense_fail_before_any_work() -> None:
+    from biasutils.config import ParamsError, load_params
+
+    params = load_params("smoke", ["grid.mitigations=[none, token, mask, loss]"])
+    assert params.grid.mitigations == ["none", "token", "mask", "loss"] and params.mitigate.loss.weight >= 0
+    for override, field in (("grid.mitigations=[none, dropout]", "grid.mitigations"),
+                            ("mitigate.loss.weight=-1", "mitigate.loss.weight"),
+                            ("mitigate.token.text=' '", "mitigate.token.text"),
+                            ("mitigate.mask.mode=blank", "mitigate.mask.mode")):
+        with pytest.raises(ParamsError, match=field.replace(".", r"\.")):
+            load_params("smoke", [override])
