@@ -46,6 +46,8 @@ ACTIVATIONS_STAGE = "activations"
 VERSION = "2"  # 2: LoRA initialised from the grid seed
 
 # extra_loss(last_hidden [B,T,H], attention_mask [B,T], sources, groups) -> scalar tensor
+# the batches of one epoch (lists of example indices), drawn from that epoch's generator
+BatchPlan = Callable[["np.random.Generator"], list[list[int]]]
 ExtraLoss = Callable[["torch.Tensor", "torch.Tensor", Sequence[str], Sequence[str]], "torch.Tensor"]
 
 
@@ -526,7 +528,7 @@ def resume(scratch: Path, model: nn.Module, optimizer: torch.optim.Optimizer) ->
 def train(
     model: nn.Module, examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | None, n_frozen: int,
     finetune: Finetune, attribute: str, seed: int, scratch: Path, extra_loss: ExtraLoss | None = None,
-    pad_id: int = 0,
+    pad_id: int = 0, batch_plan: BatchPlan | None = None,
 ) -> TrainState:
     """AdamW at a constant learning rate over shuffled batches; checkpoints after every epoch.
 
@@ -545,9 +547,14 @@ def train(
     model.train()
     for epoch in range(state.epoch, finetune.epochs[attribute]):
         started = time.perf_counter()
-        order = np.random.default_rng([seed, epoch]).permutation(len(examples))
-        for start in range(0, len(order), finetune.batch_size):
-            batch = collate([examples[i] for i in order[start : start + finetune.batch_size]], cached, device, pad_id)
+        rng = np.random.default_rng([seed, epoch])
+        if batch_plan is None:
+            order = rng.permutation(len(examples))
+            batches = [order[start : start + finetune.batch_size] for start in range(0, len(order), finetune.batch_size)]
+        else:
+            batches = batch_plan(rng)
+        for rows in batches:
+            batch = collate([examples[i] for i in rows], cached, device, pad_id)
             loss, parts = step_loss(model, batch, layers, extra_loss)
             if not math.isfinite(float(loss.detach())):
                 raise FinetuneError(f"the loss became {float(loss)} at epoch {epoch}; lower finetune.lr")
@@ -606,12 +613,15 @@ def training_sources(params: StudyParams, attribute: str, bias_type: str, store:
 def finetune_artifact(
     params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store,
     extra_loss: ExtraLoss | None = None, extra_loss_key: Mapping[str, Any] | None = None,
-    mix: Artifact | None = None,
+    mix: Artifact | None = None, sources: Sequence[tuple[Artifact, str]] | None = None,
+    batch_plan: Callable[[Sequence[str]], BatchPlan] | None = None,
 ) -> Artifact:
     """The stored adapter for one grid point: ``adapter/`` (PEFT format), ``loss.json``, ``report.json``.
 
-    ``extra_loss_key`` names the extra loss term and its settings (part of the cache key); ``mix``
-    replaces the default mix (a mitigation may transform it).
+    ``extra_loss_key`` names the extra loss term, or the mitigation, and its settings (part of the cache
+    key); ``mix`` replaces the default mix and ``sources`` the data sets whose cached activations its rows
+    are (a mitigation that transforms the augmented rows passes both); ``batch_plan``, given each
+    example's source, makes the epochs' batches (the loss-based mitigation needs both sources in each).
     """
     from .mix import canonical_bias_type, key_attribute, mix_artifact
 
@@ -639,9 +649,10 @@ def finetune_artifact(
         cached = None
         if n_frozen:
             cached = {}
-            for source, filename in training_sources(params, attribute, bias_type, store):
+            for source, filename in sources or training_sources(params, attribute, bias_type, store):
                 cached.update(load_activations(activations_artifact(params, source, filename, store)))
-        state = train(model, examples, cached, n_frozen, ft, attribute, seed, scratch, extra_loss, tokenizer.pad_token_id)
+        plan = batch_plan([e.source for e in examples]) if batch_plan else None
+        state = train(model, examples, cached, n_frozen, ft, attribute, seed, scratch, extra_loss, tokenizer.pad_token_id, plan)
         seconds = sum(state.epoch_seconds)  # every kept epoch, timed in the process that ran it
         probe = collate(examples[:8], cached, next(model.parameters()).device, tokenizer.pad_token_id)
         change = check_adapter_changes_outputs(model, probe, (n_frozen, decoder_parts(model)[0].config.num_hidden_layers) if n_frozen else None)

@@ -7,16 +7,24 @@
   mean-pooled hidden state over non-padding tokens, the means over the batch's original and augmented
   rows (:func:`alignment_loss`), with batches that hold both sources (:func:`stratified_batches`).
 
-Not yet here: the mask-based mitigation, the ``grid.mitigations`` axis, the stage and its notebook.
+* mask-based (surface cues): every group cue of each augmented row masked (:func:`mask_rows`).
+
+:func:`mitigated_adapter` trains one point's student under a mitigation, reusing its generation and
+mix. Not yet here: the stage in the runner, the evaluation rows with ``mitigation`` set, notebook 06.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .config import MITIGATIONS, StudyParams
+from .store import Artifact, Store, canonical_json, read_jsonl, write_jsonl, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -104,3 +112,88 @@ def mask_rows(rows: Sequence[Mapping[str, Any]], mode: str, field: str = "hard_t
             counts.append(count)
         out.append(row)
     return out, counts
+
+
+# ---------------------------------------------------------------------------------------------- mitigated students
+
+MIX_STAGE = "mitigated-mix"
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class AlignmentLoss:
+    """The finetune extra-loss hook for the loss-based mitigation (:func:`alignment_loss` at ``weight``)."""
+
+    weight: float
+
+    def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor, sources: Sequence[str],
+                 groups: Sequence[str]) -> torch.Tensor:
+        return alignment_loss(hidden, attention_mask, sources, self.weight)
+
+
+@dataclass(frozen=True)
+class StratifiedPlan:
+    """The finetune batch-plan hook: given each example's source, each epoch's :func:`stratified_batches`."""
+
+    batch_size: int
+
+    def __call__(self, sources: Sequence[str]) -> Callable[[np.random.Generator], list[list[int]]]:
+        return lambda rng: stratified_batches(sources, self.batch_size, rng)
+
+
+def settings(params: StudyParams, mitigation: str) -> dict[str, Any]:
+    """The mitigation's name and settings: what its cache keys hold."""
+    if mitigation not in MITIGATIONS:
+        raise MitigationError(f"mitigation {mitigation!r}; allowed: {', '.join(MITIGATIONS)}")
+    if mitigation == "none":
+        return {"name": "none"}
+    return {"name": mitigation, **getattr(params.mitigate, mitigation).model_dump(mode="json")}
+
+
+def mitigated_mix(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, mitigation: str,
+                  store: Store) -> Artifact:
+    """The point's mix with its augmented rows transformed (``token`` or ``mask``): ``train.jsonl`` (every
+    row), ``augmented.jsonl`` (the transformed rows, whose activations the fine-tune caches) and
+    ``changes.json`` (which rows changed, and the cues masked per row). The mix itself is reused."""
+    from .mix import mix_artifact
+
+    if mitigation not in ("token", "mask"):
+        raise MitigationError(f"mitigation {mitigation!r} transforms no data; allowed here: token, mask")
+    mix = mix_artifact(params, attribute, bias_type, ratio, seed, store)
+
+    def compute(out: Path, scratch: Path) -> None:
+        rows = read_jsonl(mix.file("train.jsonl"))
+        if mitigation == "token":
+            new, changed = token_rows(rows, params.mitigate.token.text)
+            changes: dict[str, Any] = {"changed_ids": changed}
+        else:
+            new, counts = mask_rows(rows, params.mitigate.mask.mode)
+            changes = {"changed_ids": [r["id"] for r in new if r.get("source") == AUGMENTED], "masked_per_row": counts}
+        write_jsonl(new, out / "train.jsonl")
+        write_jsonl([r for r in new if r.get("source") == AUGMENTED], out / "augmented.jsonl")
+        write_text_atomic(out / "changes.json", canonical_json(changes))
+
+    return store.get_or_compute(MIX_STAGE, settings(params, mitigation), compute, inputs=[mix.key], version=VERSION)
+
+
+def mitigated_adapter(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, mitigation: str,
+                      store: Store) -> Artifact:
+    """The fine-tuned adapter of one point under a mitigation; ``none`` and γ = 0 are the plain fine-tune.
+
+    Reuses the point's generation and mix (and the γ = 0 baseline): only what the mitigation changes
+    is computed (the transformed rows and their activations, the adapter).
+    """
+    from .data import original_artifact
+    from .finetune import finetune_artifact
+
+    key = settings(params, mitigation)
+    if mitigation == "none" or ratio == 0:
+        return finetune_artifact(params, attribute, bias_type, ratio, seed, store)
+    if mitigation == "loss":
+        return finetune_artifact(params, attribute, bias_type, ratio, seed, store,
+                                 extra_loss=AlignmentLoss(params.mitigate.loss.weight), extra_loss_key=key,
+                                 batch_plan=StratifiedPlan(params.finetune.batch_size))
+    mix = mitigated_mix(params, attribute, bias_type, ratio, seed, mitigation, store)
+    sources = [(original_artifact(params.data, params.seed, store), "train.jsonl"), (mix, "augmented.jsonl")]
+    return finetune_artifact(params, attribute, bias_type, ratio, seed, store, extra_loss_key=key, mix=mix,
+                             sources=sources)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from biasutils import mitigate
+from biasutils.store import read_jsonl
 
 
 def _rows() -> list[dict]:
@@ -94,3 +97,43 @@ def test_mitigation_settings_that_make_no_sense_fail_before_any_work() -> None:
                             ("mitigate.mask.mode=blank", "mitigate.mask.mode")):
         with pytest.raises(ParamsError, match=field.replace(".", r"\.")):
             load_params("smoke", [override])
+
+
+def _stored(store_root, stage: str) -> set[str]:
+    return {p.name for p in (store_root / stage).iterdir() if p.is_dir() and not p.name.endswith(".scratch")}
+
+
+def _distance(params, adapter, mix, store) -> float:
+    """The original-augmented distance of the student's mean-pooled last hidden states over the mix."""
+    from biasutils.finetune import collate, encode, final_hidden, load_student
+
+    model, tokenizer = load_student(params, adapter, store, "cpu", merge=False)
+    examples = encode(read_jsonl(mix.file("train.jsonl")), tokenizer, params.finetune, group_field="gender_name")
+    batch = collate(examples, None, "cpu", tokenizer.pad_token_id)
+    with torch.inference_mode():
+        hidden = final_hidden(model, batch, None)
+    return float(mitigate.alignment_loss(hidden, batch.attention_mask, batch.sources, 1.0))
+
+
+def test_mitigated_points_reuse_the_generation_and_mix_and_the_loss_pulls_the_sources_together(tmp_path) -> None:
+    from biasutils.config import load_params
+    from biasutils.finetune import finetune_artifact
+    from biasutils.mix import mix_artifact
+    from biasutils.store import Store
+
+    store = Store(tmp_path)
+    params = load_params("smoke", ["finetune.epochs={gender: 8, culture: 8}", "mitigate.loss.weight=50"])
+    point = ("gender", "contrastive-explicit", max(params.grid.ratios), 0)
+    plain = finetune_artifact(params, *point, store)
+    generated, mixes = _stored(tmp_path, "generate"), _stored(tmp_path, "mix")
+    token = mitigate.mitigated_adapter(params, *point, "token", store)
+    masked = mitigate.mitigated_adapter(params, *point, "mask", store)
+    loss = mitigate.mitigated_adapter(params, *point, "loss", store)
+    assert (_stored(tmp_path, "generate"), _stored(tmp_path, "mix")) == (generated, mixes), "nothing upstream recomputed"
+    assert len({plain.key, token.key, masked.key, loss.key}) == 4
+    assert mitigate.mitigated_adapter(params, *point, "none", store).key == plain.key
+    changed = json.loads(mitigate.mitigated_mix(params, *point, "token", store).file("changes.json").read_text())
+    mix = mix_artifact(params, *point, store)
+    augmented = [r["id"] for r in read_jsonl(mix.file("train.jsonl")) if r["source"] == "augmented"]
+    assert changed["changed_ids"] == augmented
+    assert _distance(params, loss, mix, store) < _distance(params, plain, mix, store), "lambda > 0 pulls the means together"
