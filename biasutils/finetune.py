@@ -22,6 +22,7 @@ outputs (instead of silently reporting base-model numbers).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -45,9 +46,9 @@ STAGE = "finetune"
 ACTIVATIONS_STAGE = "activations"
 VERSION = "2"  # 2: LoRA initialised from the grid seed
 
-# extra_loss(last_hidden [B,T,H], attention_mask [B,T], sources, groups) -> scalar tensor
 # the batches of one epoch (lists of example indices), drawn from that epoch's generator
 BatchPlan = Callable[["np.random.Generator"], list[list[int]]]
+# extra_loss(last_hidden [B,T,H], attention_mask [B,T], sources, groups) -> scalar tensor
 ExtraLoss = Callable[["torch.Tensor", "torch.Tensor", Sequence[str], Sequence[str]], "torch.Tensor"]
 
 
@@ -269,6 +270,9 @@ def final_hidden(model: nn.Module, batch: Batch, layers: tuple[int, int] | None,
     apply (no slice, an unsupported model, active dropout, gradient checkpointing) it is the full forward.
     """
     decoder, _ = decoder_parts(model)
+    dtype = next(decoder.parameters()).dtype
+    if batch.inputs.is_floating_point() and batch.inputs.dtype != dtype:  # fp32 cached activations, a bf16 student
+        batch = dataclasses.replace(batch, inputs=batch.inputs.to(dtype))
     if layers is None or last is None or not _windowed_top_layer_applies(decoder, batch, layers, last):
         with layer_slice(decoder, *layers) if layers else contextlib.nullcontext():
             return decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state
@@ -347,19 +351,28 @@ def _windowed_top_layer(
     projection is the only wasted work); the second runs the layer on the window with that cache, as in
     generation, so every window query attends to exactly the keys of the full forward.
     """
-    cache = _one_layer_cache_class()(stop_after_update=True)
+    cache = {_cache_keyword(type(decoder)): _one_layer_cache_class()(stop_after_update=True)}
     split = below.shape[1] - last
     with layer_slice(decoder, index, index + 1):
         try:
             decoder(inputs_embeds=below[:, :split], attention_mask=attention_mask[:, :split],
-                    position_ids=position_ids[:, :split], cache=cache, use_cache=True)
+                    position_ids=position_ids[:, :split], use_cache=True, **cache)
         except _KeysValuesStored:
             pass
         else:
             raise FinetuneError(f"decoder layer {index} ({type(decoder.layers[0]).__name__}) stored no keys and values "
                                 "in its cache; it cannot run on the answer positions alone")
         return decoder(inputs_embeds=below[:, split:], attention_mask=attention_mask,
-                       position_ids=position_ids[:, split:], cache=cache, use_cache=True).last_hidden_state
+                       position_ids=position_ids[:, split:], use_cache=True, **cache).last_hidden_state
+
+
+@functools.cache
+def _cache_keyword(decoder_class: type) -> str:
+    """The decoder's keyword for a cache: ``cache`` (transformers 5.24; ``past_key_values`` is deprecated there)
+    or ``past_key_values`` (5.17, which takes an unknown ``cache=`` silently and builds a cache of its own)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
