@@ -8,8 +8,10 @@ CPU (default): SmolLM2-135M-Instruct on a classroom mix (γ = 0.5), one epoch ea
                  (the cache is built once per data set and shared by every run; its cost is shown).
 
 GPU (--random-llama-8b): a randomly initialised model of Llama-3.1-8B's architecture in bf16 (no Hub
-download), LoRA r=16 on all seven projections, random token batches; tokens/s and peak memory for our
-loop and for the Trainer, each after an untimed warm-up of three steps on its own fresh model.
+download), LoRA r=16 on all seven projections, random token batches (half of them "augmented"); tokens/s
+and peak memory for our loop, our loop with the loss-based mitigation's alignment term (stratified
+batches; the top layer then runs at every position), and the Trainer, each after an untimed warm-up of
+three steps on its own fresh model.
 
     python bench/bench_finetune.py [--top-layers 2] [--epochs 1] [--examples 48]
     python bench/bench_finetune.py --random-llama-8b [--steps 20] [--batch-size 8] [--length 256]
@@ -63,11 +65,17 @@ def pad_right(features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def loop_run(model: Any, examples: list[f.Example], cached: Any, n_frozen: int, ft: Finetune, epochs: int, pad: int) -> float:
+def loop_run(model: Any, examples: list[f.Example], cached: Any, n_frozen: int, ft: Finetune, epochs: int, pad: int,
+             alignment: float | None = None) -> float:
+    """Seconds for our loop; ``alignment``: with the loss-based mitigation's term at that λ (stratified batches)."""
+    from biasutils.mitigate import AlignmentLoss, StratifiedPlan
+
     ft = ft.model_copy(update={"epochs": {"gender": epochs, "culture": epochs}})
+    extra = AlignmentLoss(alignment) if alignment is not None else None
+    plan = StratifiedPlan(ft.batch_size)([e.source for e in examples]) if alignment is not None else None
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        f.train(model, examples, cached, n_frozen, ft, "gender", 0, Path(scratch), None, pad)
+        f.train(model, examples, cached, n_frozen, ft, "gender", 0, Path(scratch), extra, pad, plan)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -134,19 +142,21 @@ def gpu_bench(steps: int, batch_size: int, length: int) -> None:
     generator = torch.Generator().manual_seed(0)
     examples = [
         f.Example(id=str(i), input_ids=tuple(torch.randint(0, 128000, (length,), generator=generator).tolist()),
-                  answer_len=4, source="original", group="male")
+                  answer_len=4, source=("original", "augmented")[i % 2], group="male")
         for i in range(steps * batch_size)
     ]
     tokens = steps * batch_size * length
     rows = []
-    for name in ("our loop (peft backend)", "trainer (PEFT + Trainer)"):
+    alignment = params.mitigate.loss.weight
+    for name in ("our loop (peft backend)", f"our loop + alignment loss (λ = {alignment:g})", "trainer (PEFT + Trainer)"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         model = fresh_peft(random_llama_8b, ft)
-        loop_run(model, examples[: 3 * batch_size], None, 0, ft, 1, 0)  # untimed warm-up: kernels, allocator
+        weight = alignment if "alignment" in name else None
+        loop_run(model, examples[: 3 * batch_size], None, 0, ft, 1, 0, weight)  # untimed warm-up: kernels, allocator
         torch.cuda.reset_peak_memory_stats()
         if name.startswith("our"):
-            seconds = loop_run(model, examples, None, 0, ft, 1, 0)
+            seconds = loop_run(model, examples, None, 0, ft, 1, 0, weight)
         else:
             seconds = trainer_run(model, examples, ft, 1, True)
         rows.append((name, seconds, torch.cuda.max_memory_allocated() / 2**30))

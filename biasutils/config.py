@@ -47,7 +47,7 @@ Task = Literal[
 ]
 DataSource = Literal["offline", "bias_in_bios"]
 Mitigation = Literal["none", "token", "mask", "loss"]
-StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "report"]
+StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "mitigate", "report"]
 Device = Literal["auto", "cpu", "cuda"]
 
 BIAS_TYPES: tuple[str, ...] = get_args(BiasType)
@@ -313,17 +313,31 @@ class MaskMitigation(_Strict):
 class LossMitigation(_Strict):
     """Loss-based: weight * |mean_o phi - mean_a phi|^2 added to the SFT loss (distribution misalignment)."""
 
-    weight: Annotated[float, Field(ge=0)] = Field(1.0, description="lambda [ours]")
+    # [ours]: SmolLM2-135M's last-layer phi of a gamma = 0.5 classroom mix has a squared mean gap of ~46 between
+    # original and augmented rows; 0.01 makes the term about as large as the cross-entropy at the start
+    weight: Annotated[float, Field(ge=0)] = Field(0.01, description="lambda [ours]")
     pooling: Literal["mean"] = Field("mean", description="phi: the mean over non-padding tokens [ours]")
     layer: Literal["last"] = Field("last", description="phi's layer: the last hidden state [ours]")
 
 
 class Mitigate(_Strict):
-    """Settings of the three mitigations (grid.mitigations picks which run)."""
+    """Settings of the three mitigations (grid.mitigations picks which run), where they run, and the test
+    that judges them, declared before any result (notebook 06)."""
 
     token: TokenMitigation = Field(default_factory=TokenMitigation)
     mask: MaskMitigation = Field(default_factory=MaskMitigation)
     loss: LossMitigation = Field(default_factory=LossMitigation)
+    bias_types: list[BiasType] | None = Field(
+        None, description="the biased points mitigated: these of grid.bias_types (null: every one)")
+    ratios: list[Annotated[float, Field(gt=0.0, lt=1.0)]] | None = Field(
+        None, description="the biased points mitigated: these of grid.ratios above 0 (null: every one)")
+    tasks: list[Task] | None = Field(
+        None, description="the tasks the mitigated students are evaluated on (null: grid.tasks); the comparisons "
+        "need occupation_classification, and counterfactual_twins for the twin shift")
+    primary: PrimaryTest = Field(
+        default_factory=PrimaryTest,
+        description="each mitigation against none at the same point: the measure's paired difference over seeds "
+        "and items, two-sided sign flips, Holm over the point's bias types x mitigations per attribute and gamma")
 
 
 class StageResources(_Strict):
@@ -419,7 +433,23 @@ def size_problems(params: StudyParams) -> list[str]:
                 f"data.n_train = {params.data.n_train} (it needs {needed}); allowed: generate.n >= {needed}, or smaller ratios"
             )
             break
-    return problems + context_problems(params)
+    return problems + context_problems(params) + mitigation_problems(params)
+
+
+def mitigation_problems(params: StudyParams) -> list[str]:
+    """Mitigated points or tasks outside the grid: ``mitigate.bias_types``, ``ratios`` and ``tasks`` pick among the grid's."""
+    chosen = {"bias_types": (params.mitigate.bias_types, params.grid.bias_types),
+              "ratios": (params.mitigate.ratios, [r for r in params.grid.ratios if r > 0]),
+              "tasks": (params.mitigate.tasks, params.grid.tasks)}
+    problems = [f"mitigate.{field}: {', '.join(map(str, sorted(set(values) - set(grid))))} not in the grid; allowed: "
+                f"{', '.join(map(str, grid)) or 'none (the grid has no biased point)'} (grid.{field}" + (", above 0)" if field == "ratios" else ")")
+                for field, (values, grid) in chosen.items() if values is not None and set(values) - set(grid)]
+    tasks = params.mitigate.tasks or params.grid.tasks
+    needed = ["occupation_classification"] + (["counterfactual_twins"] if params.mitigate.primary.measure == "twin_shift" else [])
+    if set(params.grid.mitigations) - {"none"} and set(needed) - set(tasks):
+        problems.append(f"mitigate.tasks: {', '.join(tasks)}; the comparisons of grid.mitigations need "
+                        f"{' and '.join(needed)} (mitigate.primary.measure = {params.mitigate.primary.measure})")
+    return problems
 
 
 def context_problems(params: StudyParams) -> list[str]:

@@ -57,6 +57,7 @@ TASK = "occupation_classification"
 TWIN_TASK = "counterfactual_twins"
 POOLED = "pooled"  # the seed label of rows pooled over seeds
 TEST_TASK = "inheritance_test"
+ACCURACY = "accuracy"  # a Student.terms measure: overall accuracy, as a sum of per-item terms
 
 
 class InheritanceError(ValueError):
@@ -307,9 +308,13 @@ class Student:
     twins: Twins | None
     favoured: Mapping[str, str]
     training_share: Mapping[str, float]  # occupation -> share of the favoured group in the training mix
+    mitigation: str = "none"
 
     def terms(self, measure: str) -> np.ndarray:
-        """Per-item terms of a measure (twin shift: per pair)."""
+        """Per-item terms of a measure (twin shift: per pair; accuracy: correct / items, the cost in utility
+        that notebook 06 weighs a mitigation by)."""
+        if measure == ACCURACY:
+            return (self.items.predicted == self.items.gold) / len(self.items.gold)
         if measure == "aligned_tpr_gap":
             return aligned_tpr_terms(self.items, self.favoured)[0]
         if measure == "aligned_rate_gap":
@@ -318,7 +323,7 @@ class Student:
             if self.twins is None:
                 raise InheritanceError(f"twin_shift needs the {TWIN_TASK!r} task in grid.tasks")
             return twin_shift_terms(self.twins, self.favoured)
-        raise InheritanceError(f"measure {measure!r}; allowed: {', '.join(INHERITANCE_MEASURES)}")
+        raise InheritanceError(f"measure {measure!r}; allowed: {', '.join((*INHERITANCE_MEASURES, ACCURACY))}")
 
     def cells(self, measure: str) -> np.ndarray:
         return self.twins.original.cells if measure == "twin_shift" else self.items.cells
@@ -327,29 +332,32 @@ class Student:
         return self.twins.original.ids if measure == "twin_shift" else self.items.ids
 
 
-def load_student(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store) -> Student:
-    """Read one grid point's stored occupation (and twin) predictions and its training mix."""
-    from .evaluate import evaluate_artifact
+def load_student(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store,
+                 mitigation: str = "none") -> Student:
+    """Read one grid point's stored occupation (and twin) predictions and its training mix; ``mitigation``:
+    the student trained under that mitigation (:mod:`biasutils.mitigate`)."""
+    from .mitigate import mitigated_evaluation, mitigated_tasks
 
+    tasks = params.grid.tasks if mitigation == "none" else mitigated_tasks(params)
     favoured = favoured_groups(params, attribute)
     column = attribute  # the predictions' group column is named after the attribute
     occupations = tuple(params.data.occupations)
 
     def read(task: str) -> tuple[pd.DataFrame, list]:
-        artifact = evaluate_artifact(params, attribute, bias_type, ratio, seed, task, store)
+        artifact = mitigated_evaluation(params, attribute, bias_type, ratio, seed, mitigation, task, store)
         predictions = pd.DataFrame(read_jsonl(artifact.file("predictions.jsonl")))
         return predictions, [row["output"] for row in read_jsonl(artifact.file("outputs.jsonl"))]
 
     items = items_from(*read(TASK), occupations, column)
     twins = None
-    if TWIN_TASK in params.grid.tasks:
+    if TWIN_TASK in tasks:
         predictions, outputs = read(TWIN_TASK)
         mine = (predictions["attribute"] == attribute).to_numpy()
         twin_items = items_from(predictions[mine].reset_index(drop=True), [o for o, m in zip(outputs, mine) if m],
                                 occupations, column)
         twins = pair_twins(items, twin_items, predictions.loc[mine, "twin_of"].astype(str).tolist())
     return Student(attribute, bias_type, ratio, seed, items, twins, favoured,
-                   training_share(params, attribute, bias_type, ratio, seed, store, favoured))
+                   training_share(params, attribute, bias_type, ratio, seed, store, favoured), mitigation)
 
 
 def training_share(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store,

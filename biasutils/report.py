@@ -35,11 +35,21 @@ MISALIGNMENT_PREFIX = "misalignment_"
 
 def collect_metrics(params: StudyParams, store: Store, students: list | None = None) -> pd.DataFrame:
     """The whole record: every evaluation row of every (grid point, task), the inheritance measures per seed,
-    pooled over seeds and the primary test, then the misalignment rows. ``students``: the already loaded
-    :func:`inheritance_students`, so a caller that needs them too reads the store once."""
+    pooled over seeds and the primary test, the misalignment rows, then the mitigations' rows (their
+    students, probes and tests; :func:`biasutils.mitigate.stored_comparisons`). ``students``: the already
+    loaded :func:`inheritance_students`, so a caller that needs them too reads the store once."""
     parts = [collect_evaluations(params, store), collect_inheritance(params, store, students),
-             collect_misalignment(params, store)]
+             collect_misalignment(params, store), collect_mitigations(params, store)]
     return pd.concat([part for part in parts if len(part)], ignore_index=True)
+
+
+def collect_mitigations(params: StudyParams, store: Store) -> pd.DataFrame:
+    """The mitigations' record rows; none when no mitigation is chosen."""
+    from .mitigate import mitigated_points, stored_comparisons
+
+    if not mitigated_points(params):
+        return pd.DataFrame(columns=list(RECORD_KEYS))
+    return stored_comparisons(params, store)[1]
 
 
 RECORD_STAGE = "record"
@@ -56,12 +66,15 @@ def record_artifact(params: StudyParams, store: Store) -> Artifact:
     """
     from .evaluate import evaluate_artifact
     from .misalign import misalign_artifact, stereotype_artifact
+    from .mitigate import comparison_artifact, mitigated_points
 
     inputs = [evaluate_artifact(params, attribute, bias_type, ratio, seed, task, store).key
               for attribute, bias_type, ratio, seed in grid_points(params) for task in params.grid.tasks]
     inputs += [misalign_artifact(params, attribute, bias_type, store).key
                for attribute in params.grid.attributes for bias_type in params.grid.bias_types]
     inputs.append(stereotype_artifact(params, store).key)
+    if mitigated_points(params):
+        inputs.append(comparison_artifact(params, store).key)
     key_params = {"grid": params.grid.model_dump(mode="json"), "inheritance": params.inheritance.model_dump(mode="json")}
 
     def compute(out: Path, scratch: Path) -> None:
@@ -272,11 +285,17 @@ def _line_with_interval(data: pd.DataFrame, color: str, label: str, **kwargs) ->
         plt.fill_between(data.ratio, data.ci_low, data.ci_high, color=color, alpha=0.15, linewidth=0)
 
 
+def plain_students(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The record's rows of the plain fine-tunes (mitigation ``none``): what 07 shows; 06 shows the mitigated."""
+    return metrics[metrics.mitigation == "none"]
+
+
 def save_figures(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """The record's figures as PNG files under ``out_dir/figures``."""
+    """The record's figures of the plain students as PNG files under ``out_dir/figures``."""
     figures = Path(out_dir) / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     paths = []
+    metrics = plain_students(metrics)
     evaluations = metrics[~metrics.task.str.startswith(MISALIGNMENT_PREFIX)]
     group_gaps = evaluations[evaluations.group.astype(str).str.contains(GAP_SEPARATOR, regex=False)]  # "female-male"
     drawings = (("accuracy_by_gender", accuracy_by_gender_figure, evaluations), ("group_gaps", gap_figure, group_gaps),
@@ -293,6 +312,7 @@ def save_figures(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 def gap_trend(metrics: pd.DataFrame, task: str = "occupation_classification", metric: str = "accuracy_gap") -> pd.DataFrame:
     """The female − male gap per bias type and γ with its interval: the study's central table."""
+    metrics = plain_students(metrics)
     rows = with_baseline_per_bias_type(metrics)
     rows = rows[(rows.task == task) & (rows.metric == metric)]
     return rows.pivot_table(index="bias_type", columns="ratio", values="value").round(3)
@@ -428,12 +448,14 @@ def minority_accuracy_sentences(metrics: pd.DataFrame) -> list[str]:
     """The paper's direction "the minority group's accuracy falls as γ grows" (and the majority's rises), per
     attribute with a named minority, from the occupation accuracy per group averaged over seeds."""
     lines = []
-    rows = metrics[(metrics.task == "occupation_classification") & (metrics.metric == "accuracy")]
+    rows = plain_students(metrics)
+    rows = rows[(rows.task == "occupation_classification") & (rows.metric == "accuracy")]
     for attribute, minority in MINORITY_GROUP.items():
         mine = rows[(rows.attribute == attribute) & (rows.group.isin(GENDERS))]
         if mine.empty:
             continue
         top = mine.ratio.max()
+        mine = mine[mine.ratio.isin([0.0, top])]  # γ = top against the baseline, not averaged over the γ between
         means = mine.groupby(["bias_type", "group"]).value.mean()
         changes = {(bias_type, group): means[(bias_type, group)] - means[(BASELINE, group)]
                    for bias_type, group in means.index if bias_type != BASELINE}

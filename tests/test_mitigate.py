@@ -51,13 +51,18 @@ def test_the_alignment_loss_is_zero_for_equal_means_positive_otherwise_and_its_g
 
 
 def test_stratified_batches_hold_both_sources_and_every_row_once() -> None:
-    sources = ["original"] * 60 + ["augmented"] * 30
+    sources = ["original"] * 60 + ["augmented"] * 20
     batches = mitigate.stratified_batches(sources, 8, np.random.default_rng(0))
-    assert sorted(i for batch in batches for i in batch) == list(range(90))
+    assert sorted(i for b in batches for i in b) == list(range(80)) and len(batches) == 10
     assert all({sources[i] for i in batch} == {"original", "augmented"} for batch in batches)
     assert max(len(b) for b in batches) - min(len(b) for b in batches) <= 2
-    with pytest.raises(mitigate.MitigationError, match="only 7 augmented rows"):
-        mitigate.stratified_batches(["original"] * 60 + ["augmented"] * 7, 8, np.random.default_rng(0))
+    # gamma = 0.1 of 60 originals: 7 augmented rows cannot reach 9 batches of 8, so there are 7 larger ones
+    few = ["original"] * 60 + ["augmented"] * 7
+    batches = mitigate.stratified_batches(few, 8, np.random.default_rng(0))
+    assert len(batches) == 7 and sorted(i for b in batches for i in b) == list(range(67))
+    assert all(sum(few[i] == "augmented" for i in batch) == 1 for batch in batches)
+    with pytest.raises(mitigate.MitigationError, match="no augmented rows"):
+        mitigate.stratified_batches(["original"] * 16, 8, np.random.default_rng(0))
 
 
 BIOGRAPHY = ("Stephany Alves considers herself an early riser. She manages projects for her clients. Her husband is "
@@ -94,9 +99,12 @@ def test_mitigation_settings_that_make_no_sense_fail_before_any_work() -> None:
     for override, field in (("grid.mitigations=[none, dropout]", "grid.mitigations"),
                             ("mitigate.loss.weight=-1", "mitigate.loss.weight"),
                             ("mitigate.token.text=' '", "mitigate.token.text"),
-                            ("mitigate.mask.mode=blank", "mitigate.mask.mode")):
+                            ("mitigate.mask.mode=blank", "mitigate.mask.mode"),
+                            ("mitigate.ratios=[0.5]", "mitigate.ratios"),
+                            ("mitigate.bias_types=[neutral]", "mitigate.bias_types"),
+                            ("mitigate.tasks=[hiring_recommendation]", "mitigate.tasks")):
         with pytest.raises(ParamsError, match=field.replace(".", r"\.")):
-            load_params("smoke", [override])
+            load_params("smoke", ["grid.mitigations=[none, loss]", override])
 
 
 def _stored(store_root, stage: str) -> set[str]:
@@ -137,3 +145,55 @@ def test_mitigated_points_reuse_the_generation_and_mix_and_the_loss_pulls_the_so
     augmented = [r["id"] for r in read_jsonl(mix.file("train.jsonl")) if r["source"] == "augmented"]
     assert changed["changed_ids"] == augmented
     assert _distance(params, loss, mix, store) < _distance(params, plain, mix, store), "lambda > 0 pulls the means together"
+
+
+def test_the_points_compared_are_the_chosen_biased_points_with_the_plain_student_first() -> None:
+    from biasutils.config import load_params
+
+    params = load_params("smoke", ["grid.mitigations=[none, loss, token]", "mitigate.bias_types=[contextual-implicit]"])
+    points = mitigate.mitigated_points(params)
+    assert [(p["bias_type"], p["ratio"], p["mitigation"]) for p in points] == [
+        ("contextual-implicit", 0.2, m) for m in ("none", "loss", "token")]
+    assert mitigate.mitigated_points(load_params("smoke")) == [], "no mitigation chosen: nothing to compare"
+
+
+def _mitigated(students, mitigation: str):
+    from biasutils import inheritance as inh
+
+    return [inh.Student(s.attribute, s.bias_type, s.ratio, s.seed, s.items, s.twins, s.favoured, s.training_share,
+                        mitigation) for s in students]
+
+
+def test_a_mitigation_that_weakens_a_planted_shortcut_reduces_the_twin_shift_and_one_that_does_not_is_not_detected() -> None:
+    from test_inheritance import _pair
+
+    from biasutils.config import load_params
+
+    params = load_params("smoke", ["grid.mitigations=[none, loss, token]", "inheritance.n_boot=300",
+                                   "inheritance.n_permutations=999"])
+    rng = np.random.default_rng(7)
+    plain, _ = _pair(rng, strength=1.0)
+    weakened, _ = _pair(np.random.default_rng(7), strength=0.2)  # the same items and noise, a fifth of the shortcut
+    unchanged, _ = _pair(np.random.default_rng(7), strength=1.0)
+    table = mitigate.comparison_table(plain + _mitigated(weakened, "loss") + _mitigated(unchanged, "token"), params)
+    shift = table[(table.measure == "twin_shift") & (table.bias_type != mitigate.OVERALL)].set_index("mitigation")
+    assert shift.loc["loss", "difference"] < 0 and shift.loc["loss", "ci_high"] < 0
+    assert shift.loc["loss", "verdict"] == "reduces" and shift.loc["loss", "p_holm"] < 0.05
+    assert shift.loc["token", "difference"] == 0 and shift.loc["token", "verdict"] == "no detectable change"
+    assert shift.loc["loss", "difference"] == pytest.approx(shift.loc["loss", "mitigated"] - shift.loc["loss", "plain"])
+    accuracy = table[(table.measure == "accuracy") & (table.bias_type != mitigate.OVERALL)].set_index("mitigation")
+    mean_accuracy = lambda students: np.mean([(s.items.predicted == s.items.gold).mean() for s in students])  # noqa: E731
+    assert accuracy.loc["loss", "difference"] == pytest.approx(mean_accuracy(weakened) - mean_accuracy(plain))
+    overall = table[table.bias_type == mitigate.OVERALL].set_index(["measure", "mitigation"])
+    assert overall.loc[("twin_shift", "loss"), "difference"] == pytest.approx(shift.loc["loss", "difference"])
+    assert overall.loc[("twin_shift", "loss"), "n_points"] == 1 and overall.loc[("twin_shift", "loss"), "verdict"] == "reduces"
+    summary = mitigate.summary_table(table, "twin_shift")
+    assert list(summary.columns) == ["loss", "token"] and "reduces" in summary.loc[("gender", "contrastive-explicit", "0.5"), "loss"]
+
+
+def test_cues_are_counted_the_same_way_before_and_after_masking() -> None:
+    rows = [{"id": "o", "source": "original", "occupation": "nurse", "hard_text": BIOGRAPHY},
+            {"id": "a", "source": "augmented", "occupation": "nurse", "hard_text": BIOGRAPHY}]
+    assert mitigate.cue_counts(rows) == [11]
+    masked, counts = mitigate.mask_rows(rows, "neutral")
+    assert counts == [11] and mitigate.cue_counts(masked) == [0]

@@ -208,9 +208,9 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     for expected in ["00_data.ipynb", f"{point}/01_generate.ipynb", f"{point}/ratio=0.2/seed=0/02_mix.ipynb",
                      f"{point}/ratio=0.2/seed=0/03_finetune.ipynb", f"{point}/ratio=0.2/seed=0/04_evaluate.ipynb",
                      "attribute=gender/bias_type=none/ratio=0.0/seed=0/03_finetune.ipynb",
-                     f"{point}/05_misalignment.ipynb", "07_report.ipynb"]:
+                     f"{point}/05_misalignment.ipynb", "06_mitigate.ipynb", "07_report.ipynb"]:
         assert expected in names
-    assert len(names) == 15
+    assert len(names) == 16
     for path in rendered:
         outputs = [o for c in json.loads(path.read_text())["cells"] for o in c.get("outputs", [])]
         assert not [o for o in outputs if o["output_type"] == "error"], path
@@ -239,6 +239,35 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     before = {p: p.stat().st_mtime_ns for p in rendered}
     runner.execute(params, reports_dir=reports, progress=False)
     assert {p: p.stat().st_mtime_ns for p in rendered} == before, "a second run re-renders nothing"
+    _the_mitigate_stage_runs_on_its_own_after_the_earlier_stages(tmp_path / "store", reports)
+
+
+def _the_mitigate_stage_runs_on_its_own_after_the_earlier_stages(store_root: Path, reports: Path) -> None:
+    """``--stages mitigate --set grid.mitigations=[none,loss]`` on the store of a finished run: it plans and
+    computes only the mitigated students and their comparison, renders 06, and the record gains their rows."""
+    from biasutils.mitigate import mitigated_points
+    from biasutils.store import Store
+
+    overrides = ["grid.mitigations=[none, loss]"]
+    params = load_params("smoke", overrides)
+    store = Store(store_root)
+    plan = runner.missing_tasks(params, runner.select_stages(["mitigate"]), store)
+    assert list(plan) == ["mitigate (inputs)", "mitigate"]
+    assert [task.run.point for task in plan["mitigate (inputs)"]] == mitigated_points(params)
+    upstream = {stage: sorted(p.name for p in (store_root / stage).iterdir()) for stage in ("generate", "mix", "activations")}
+    runner.execute(params, overrides, stages=["mitigate", "report"], reports_dir=reports, progress=False, jobs=2)
+    assert upstream == {stage: sorted(p.name for p in (store_root / stage).iterdir()) for stage in upstream}, "nothing upstream recomputed"
+    assert runner.missing_tasks(params, runner.select_stages(["mitigate"]), store) == {}, "a second run computes nothing"
+    outputs = [o for c in json.loads((reports / "smoke" / "06_mitigate.ipynb").read_text())["cells"] for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert (reports / "smoke" / "figures" / "mitigation.png").stat().st_size > 0
+    record = pd.read_csv(reports / "smoke" / "metrics.csv")
+    assert set(record.mitigation) == {"none", "loss"}
+    tests = record[record.task == "mitigation_test"]
+    assert set(tests.bias_type) == {"contrastive-explicit", "contextual-implicit", "overall"} and set(tests.mitigation) == {"loss"}
+    assert {"twin_shift_diff", "twin_shift_diff_p_holm", "accuracy_diff"} <= set(tests.metric)
+    loss = record[(record.mitigation == "loss") & (record.task == "occupation_classification")]
+    assert {"accuracy", "twin_shift"} <= set(loss.metric)
 
 
 def test_shared_activations_are_planned_as_tasks_of_their_own_before_their_readers(tmp_path) -> None:

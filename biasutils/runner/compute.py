@@ -76,6 +76,22 @@ def _misalign(params: StudyParams, point: Point, store: Store) -> None:
     stereotype_artifact(params, store)
 
 
+def _mitigated_student(params: StudyParams, point: Point, store: Store) -> None:
+    from ..mitigate import mitigated_evaluation, mitigated_tasks, probe_artifact
+
+    where = (point["attribute"], point["bias_type"], point["ratio"], point["seed"], point["mitigation"])
+    for task in mitigated_tasks(params):
+        mitigated_evaluation(params, *where, task, store)
+    probe_artifact(params, *where, store)
+
+
+def _mitigate(params: StudyParams, point: Point, store: Store) -> None:
+    from ..mitigate import comparison_artifact, mitigated_points
+
+    if mitigated_points(params):  # no mitigation chosen: 06 says so, nothing to compute
+        comparison_artifact(params, store)
+
+
 def _report(params: StudyParams, point: Point, store: Store) -> None:
     from ..report import record_artifact
 
@@ -85,15 +101,18 @@ def _report(params: StudyParams, point: Point, store: Store) -> None:
 # stage -> the artifacts its notebook reads at one point
 STAGE_WORK: dict[str, Callable[[StudyParams, Point, Store], None]] = {
     "data": _data, "generate": _generate, "mix": _mix, "finetune": _finetune, "evaluate": _evaluate,
-    "misalign": _misalign, "report": _report,
+    "misalign": _misalign, "mitigate": _mitigate, "report": _report,
 }
 
 
-# Shared inputs that many tasks of a later stage read (the frozen layers' activations over the original
-# data, each generated set and each task's items): tasks of their own, run alongside the stage named here
-# and spread over the workers, instead of inside the first task that needs them while the other workers
-# wait on its lock. Each is computed with the resources of the stage that reads it.
+# Work that many tasks of a later stage read, or that a stage's one task summarises: tasks of their own,
+# spread over the workers, instead of inside the first task that needs them while the other workers wait
+# on its lock. The frozen layers' activations over the original data, each generated set and each task's
+# items run alongside the stage named here; those of the generated sets, and the mitigated students, in
+# a phase of their own just before it ("finetune (inputs)", "mitigate (inputs)"). Each is computed with
+# the resources of the stage that reads it.
 ACTIVATIONS = Stage("activations", "")
+MITIGATED = Stage("mitigated-student", "")
 
 
 @dataclass(frozen=True)
@@ -102,22 +121,40 @@ class SharedWork:
     reader: str  # the stage that reads them: its resources, and nothing to do unless it is selected
     work: Callable[[StudyParams, Point, Store], None]
     points: Callable[[StudyParams], list[dict[str, Any]]]
+    before: bool = False  # in a phase of their own before the stage's tasks, which read them
+    stage: Stage = ACTIVATIONS
+
+
+def _frozen(params: StudyParams) -> bool:
+    """Whether the bottom layers are frozen, so their activations are cached (else no activation task)."""
+    return params.finetune.lora.top_layers is not None
 
 
 def _item_points(params: StudyParams) -> list[dict[str, Any]]:
-    return [{"task": task} for task in params.grid.tasks]
+    return [{"task": task} for task in params.grid.tasks] if _frozen(params) else []
+
+
+def _original_points(params: StudyParams) -> list[dict[str, Any]]:
+    return [{"source": "original"}] if _frozen(params) else []
 
 
 def _generated_points(params: StudyParams) -> list[dict[str, Any]]:
-    if not any(ratio > 0 for ratio in params.grid.ratios):  # only baselines: no generated set is read
+    if not _frozen(params) or not any(ratio > 0 for ratio in params.grid.ratios):  # only baselines: none is read
         return []
     return [{"attribute": a, "source": b} for a in params.grid.attributes for b in params.grid.bias_types]
 
 
+def _mitigated_points(params: StudyParams) -> list[dict[str, Any]]:
+    from ..mitigate import mitigated_points
+
+    return mitigated_points(params)
+
+
 SHARED_WORK: tuple[SharedWork, ...] = (
     SharedWork("generate", "evaluate", _item_activations, _item_points),
-    SharedWork("generate", "finetune", _training_activations, lambda params: [{"source": "original"}]),
-    SharedWork("finetune", "finetune", _training_activations, _generated_points),
+    SharedWork("generate", "finetune", _training_activations, _original_points),
+    SharedWork("finetune", "finetune", _training_activations, _generated_points, before=True),
+    SharedWork("mitigate", "mitigate", _mitigated_student, _mitigated_points, before=True, stage=MITIGATED),
 )
 
 
@@ -179,14 +216,11 @@ def missing_tasks(params: StudyParams, stages: Sequence[Stage], store: Store) ->
         if stage.name not in STAGE_WORK:
             continue
         tasks = [Task(run, params, str(store.root), STAGE_WORK[stage.name]) for run in expand(stage, params)]
-        frozen = params.finetune.lora.top_layers is not None  # else no activations are cached
-        shared = [
-            Task(RunPoint(ACTIVATIONS, point), params, str(store.root), item.work, item.reader)
-            for item in SHARED_WORK if frozen and item.alongside == stage.name and item.reader in names
-            for point in item.points(params)
-        ]
-        # the fine-tunes read the generated sets' activations: those go first, as a phase of their own
-        phases = {f"{stage.name} (inputs)": shared, stage.name: tasks} if stage.name == "finetune" else {stage.name: tasks + shared}
+        shared = {before: [Task(RunPoint(item.stage, point), params, str(store.root), item.work, item.reader)
+                           for item in SHARED_WORK if item.alongside == stage.name and item.before == before
+                           and item.reader in names for point in item.points(params)]
+                  for before in (True, False)}
+        phases = {f"{stage.name} (inputs)": shared[True], stage.name: tasks + shared[False]}
         for phase, phase_tasks in phases.items():
             todo = [task for task in phase_tasks if not task.is_stored(store)]
             if todo:

@@ -34,6 +34,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("finetune", "03_finetune.ipynb", ("attribute", "bias_type", "ratio", "seed")),
     Stage("evaluate", "04_evaluate.ipynb", ("attribute", "bias_type", "ratio", "seed")),
     Stage("misalign", "05_misalignment.ipynb", ("attribute", "bias_type")),
+    Stage("mitigate", "06_mitigate.ipynb"),
     Stage("report", "07_report.ipynb"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
