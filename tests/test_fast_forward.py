@@ -96,7 +96,7 @@ def test_the_windowed_top_layer_gives_the_full_forwards_logits_loss_and_every_lo
 
     with torch.inference_mode():
         with _positions_seen_by_top_mlp(model) as seen:
-            fast = f._answer_logits(model, batch, layers)
+            fast = f.answer_logits(model, batch, layers)
         assert seen == [batch.window]  # the top layer's output is computed at the window only
         full = f.head_logits(model, f.final_hidden(model, batch, layers)[:, -batch.window : -1])
         # and both are the whole model's, run on the tokens without any cache
@@ -124,7 +124,7 @@ def test_a_single_adapted_layer_runs_on_the_cached_activations_directly() -> Non
     batch = f.collate(examples, _cache(model, examples, N_LAYERS - 1), "cpu")
     with torch.inference_mode():
         with _positions_seen_by_top_mlp(model) as seen:
-            fast = f._answer_logits(model, batch, (N_LAYERS - 1, N_LAYERS))
+            fast = f.answer_logits(model, batch, (N_LAYERS - 1, N_LAYERS))
         whole = model(**f.collate(examples, None, "cpu").forward_kwargs()).logits[:, -batch.window : -1].float()
     valid = batch.attention_mask[:, -batch.window : -1].bool()
     assert seen == [batch.window]
@@ -142,7 +142,7 @@ def test_where_the_shortcut_would_compute_something_else_the_full_forward_runs(c
     if case == "gradient checkpointing":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if case == "unsupported model type":
-        monkeypatch.setattr(f, "WINDOWED_MODEL_TYPES", frozenset())
+        monkeypatch.setattr(f.forward, "WINDOWED_MODEL_TYPES", frozenset())  # where final_hidden looks it up
     if case == "no frozen layers":
         batch, layers = f.collate(examples, None, "cpu"), None
     model.train()

@@ -32,7 +32,7 @@ KILL_AFTER = textwrap.dedent(
     from biasutils.store import JsonlJournal, Store
 
     stage, store, kill_after, overrides = sys.argv[1], Store(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-    owner, name = (JsonlJournal, "append") if stage == "generate" else (finetune, "save_checkpoint")
+    owner, name = (JsonlJournal, "append") if stage == "generate" else (finetune.training, "save_checkpoint")
     original, calls = getattr(owner, name), []
 
     def write_then_die(*args, **kwargs):

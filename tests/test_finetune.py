@@ -49,9 +49,9 @@ def test_training_lowers_the_loss_and_the_adapter_reloads_with_identical_outputs
     base, _ = f.load_student(params, None, store, "cpu")
     batch = f.collate(f.encode(_rows(store, params)[:6], tokenizer, params.finetune), None, "cpu", tokenizer.pad_token_id)
     with torch.inference_mode():
-        tuned = f._answer_logits(model, batch, None)
-        assert torch.equal(tuned, f._answer_logits(again, batch, None))
-        assert not torch.allclose(tuned, f._answer_logits(base, batch, None))
+        tuned = f.answer_logits(model, batch, None)
+        assert torch.equal(tuned, f.answer_logits(again, batch, None))
+        assert not torch.allclose(tuned, f.answer_logits(base, batch, None))
     assert f.finetune_artifact(params, "gender", "contrastive-explicit", 0.2, 0, store).key == artifact.key
 
 
@@ -63,8 +63,8 @@ def test_cached_bottom_layers_plus_the_top_slice_equal_the_full_model(store) -> 
     assert n_frozen == 1
     cached = {e.id: h for e, h in zip(examples, f.lower_activations(model, examples, n_frozen))}
     with torch.inference_mode():
-        full = f._answer_logits(model, f.collate(examples, None, "cpu", tokenizer.pad_token_id), None)
-        sliced = f._answer_logits(model, f.collate(examples, cached, "cpu", tokenizer.pad_token_id), (n_frozen, 2))
+        full = f.answer_logits(model, f.collate(examples, None, "cpu", tokenizer.pad_token_id), None)
+        sliced = f.answer_logits(model, f.collate(examples, cached, "cpu", tokenizer.pad_token_id), (n_frozen, 2))
     assert torch.allclose(full, sliced, atol=1e-4), float((full - sliced).abs().max())
 
 
@@ -131,11 +131,11 @@ KILLED_TRAINING = textwrap.dedent(
     from biasutils import finetune as f
     from biasutils.config import load_params
     from biasutils.store import Store
-    original_save = f.save_checkpoint
+    original_save = f.training.save_checkpoint
     def slow_save(*args):
         original_save(*args)
         time.sleep(30)  # killed here, after the first epoch's checkpoint
-    f.save_checkpoint = slow_save
+    f.training.save_checkpoint = slow_save  # where train() looks it up
     params = load_params("smoke", sys.argv[2:])
     f.finetune_artifact(params, "gender", "contrastive-explicit", 0.2, 0, Store(sys.argv[1]))
     """

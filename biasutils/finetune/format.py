@@ -1,0 +1,115 @@
+"""The training format: a biography and its occupation as the tokens the student trains on (:func:`encode`),
+and left-padded batches of them (:func:`collate`), from token ids or from cached activations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..config import Finetune
+
+if TYPE_CHECKING:
+    import torch
+
+
+class FinetuneError(RuntimeError):
+    """Training cannot go on or produced a useless adapter; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised training or test example. ``answer_len`` counts the answer tokens and the end token."""
+
+    id: str
+    input_ids: tuple[int, ...]
+    answer_len: int
+    source: str
+    group: str
+
+
+def answer_text(occupation: str) -> str:
+    return occupation.replace("_", " ")
+
+
+def prompt_text(tokenizer: Any, hard_text: str, finetune: Finetune) -> str:
+    """The chat-formatted question the student answers (the biography first, then the question)."""
+    messages = [
+        {"role": "system", "content": finetune.system},
+        {"role": "user", "content": f"{hard_text}\n\n{finetune.instruction}"},
+    ]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode(
+    rows: Sequence[Mapping[str, Any]], tokenizer: Any, finetune: Finetune, with_answer: bool = True,
+    group_field: str = "gender_name",
+) -> list[Example]:
+    """Tokenise rows; a biography too long for ``max_length`` is cut at its end, never the question."""
+    examples = []
+    for row in rows:
+        answer = tokenizer(answer_text(row["occupation"]) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(prompt_text(tokenizer, row["hard_text"], finetune), add_special_tokens=False)["input_ids"]
+        overflow = len(prompt) + len(answer) - finetune.max_length
+        if overflow > 0:
+            prompt = tokenizer(
+                prompt_text(tokenizer, _cut_tokens(tokenizer, row["hard_text"], overflow), finetune), add_special_tokens=False
+            )["input_ids"]
+        ids = prompt + answer if with_answer else prompt
+        examples.append(Example(
+            id=row["id"], input_ids=tuple(ids), answer_len=len(answer) if with_answer else 0,
+            source=row.get("source", "original"), group=row.get(group_field, ""),
+        ))
+    return examples
+
+
+def _cut_tokens(tokenizer: Any, text: str, n: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids[: max(len(ids) - n, 1)])
+
+
+@dataclass
+class Batch:
+    """Left-padded inputs (token ids, or cached activations), the answer labels and the example flags."""
+
+    inputs: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor  # [B, K-1] targets of the last K-1 positions, -100 where not an answer token
+    window: int  # K: the positions whose logits are needed
+    sources: list[str]
+    groups: list[str]
+
+    def forward_kwargs(self) -> dict[str, torch.Tensor]:
+        import torch
+
+        key = "input_ids" if self.inputs.dtype == torch.long else "inputs_embeds"
+        return {key: self.inputs, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
+
+
+def collate(examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | None, device: Any, pad: int = 0) -> Batch:
+    """Left padding puts every answer at the end, so one window of K positions covers all answers."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    window = max(e.answer_len for e in examples) + 1
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    tokens = torch.full((len(examples), width), pad, dtype=torch.long)
+    for i, e in enumerate(examples):
+        mask[i, width - len(e.input_ids) :] = 1
+        tokens[i, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
+    if cached is not None:
+        hidden = next(iter(cached.values())).shape[-1]
+        inputs = torch.zeros((len(examples), width, hidden))
+        for i, e in enumerate(examples):
+            inputs[i, width - len(e.input_ids) :] = cached[e.id]
+    else:
+        inputs = tokens
+    labels = tokens[:, width - window + 1 :].clone()
+    for i, e in enumerate(examples):
+        labels[i, : window - 1 - e.answer_len] = -100
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return Batch(
+        inputs.to(device), mask.to(device), position_ids.to(device), labels.to(device), window,
+        [e.source for e in examples], [e.group for e in examples],
+    )

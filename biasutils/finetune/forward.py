@@ -1,0 +1,232 @@
+"""The student's forward pass as training and scoring use it: the decoder's parts, a slice of its layers,
+the frozen layers' activations (:func:`lower_activations`), the last hidden states (:func:`final_hidden`,
+with the top layer at the read positions only where that computes the same), the LM head and the loss
+of one step (:func:`step_loss`, with the extra-loss hook)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..config import Finetune
+from .format import Batch, Example, FinetuneError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# extra_loss(last_hidden [B,T,H], attention_mask [B,T], sources, groups) -> scalar tensor
+ExtraLoss = Callable[["torch.Tensor", "torch.Tensor", Sequence[str], Sequence[str]], "torch.Tensor"]
+
+
+def decoder_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The decoder stack and the LM head of a (possibly PEFT-wrapped) causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+@contextlib.contextmanager
+def layer_slice(decoder: nn.Module, start: int, stop: int, final_norm: bool = True) -> Iterator[nn.Module]:
+    """Make ``decoder`` run only ``layers[start:stop]`` (and skip its final norm if asked).
+
+    The decoder's forward still builds the causal mask and rotary embeddings from the position ids,
+    so feeding it cached activations of layer ``start`` as ``inputs_embeds`` continues the exact
+    computation of the full model.
+    """
+    from torch import nn
+
+    layers, norm, count = decoder.layers, decoder.norm, decoder.config.num_hidden_layers
+    decoder.layers = nn.ModuleList(list(layers)[start:stop])
+    decoder.config.num_hidden_layers = stop - start
+    if not final_norm:
+        decoder.norm = nn.Identity()
+    try:
+        yield decoder
+    finally:
+        decoder.layers, decoder.norm, decoder.config.num_hidden_layers = layers, norm, count
+
+
+def frozen_layer_count(model: nn.Module, finetune: Finetune) -> int:
+    """How many bottom layers stay frozen (and cacheable): all but ``top_layers``, or 0."""
+    total = decoder_parts(model)[0].config.num_hidden_layers
+    top = finetune.lora.top_layers
+    if top is None:
+        return 0
+    if top > total:
+        raise FinetuneError(f"finetune.lora.top_layers: {top} exceeds the model's {total} layers; allowed: 1..{total} or null")
+    return total - top
+
+
+def lower_activations(model: nn.Module, examples: Sequence[Example], n_frozen: int, batch_size: int = 16) -> list[torch.Tensor]:
+    """Activations after the ``n_frozen`` bottom layers, one [length, hidden] tensor per example."""
+    import torch
+
+    decoder, _ = decoder_parts(model)
+    device = next(model.parameters()).device
+    outputs: list[torch.Tensor] = []
+    with torch.inference_mode(), layer_slice(decoder, 0, n_frozen, final_norm=False):
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            ids, mask = _right_padded([e.input_ids for e in batch], pad=0, device=device)
+            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            outputs += [hidden[i, : len(e.input_ids)].float().cpu() for i, e in enumerate(batch)]
+    return outputs
+
+
+def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def final_hidden(model: nn.Module, batch: Batch, layers: tuple[int, int] | None, last: int | None = None) -> torch.Tensor:
+    """The decoder's last hidden states for a batch; ``layers`` runs only that slice (cached inputs).
+
+    ``last``: only the last ``last`` positions will be read. Then the top layer of the slice may compute
+    its output there only (:func:`_windowed_top_layer`) and the result may hold just those positions
+    ([B, last, H] instead of [B, T, H]): callers index it from the end. Where that shortcut does not
+    apply (no slice, an unsupported model, active dropout, gradient checkpointing) it is the full forward.
+    """
+    decoder, _ = decoder_parts(model)
+    dtype = next(decoder.parameters()).dtype
+    if batch.inputs.is_floating_point() and batch.inputs.dtype != dtype:  # fp32 cached activations, a bf16 student
+        batch = dataclasses.replace(batch, inputs=batch.inputs.to(dtype))
+    if layers is None or last is None or not _windowed_top_layer_applies(decoder, batch, layers, last):
+        with layer_slice(decoder, *layers) if layers else contextlib.nullcontext():
+            return decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state
+    start, stop = layers
+    with layer_slice(decoder, start, stop - 1, final_norm=False):  # may run no layer (top_layers = 1)
+        below = decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state
+    return _windowed_top_layer(decoder, stop - 1, below, batch.attention_mask, batch.position_ids, last)
+
+
+# Decoder layers whose outputs at a position depend on the other positions only through the keys and
+# values their attention stores in the cache (pre-norm Llama blocks); others take the full forward.
+WINDOWED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+class _KeysValuesStored(Exception):
+    """Raised by the cache of :func:`_one_layer_cache_class` once a layer's keys and values are stored."""
+
+
+@functools.cache
+def _one_layer_cache_class() -> type:
+    from transformers import DynamicCache
+
+    class OneLayerCache(DynamicCache):
+        """A ``DynamicCache`` holding one decoder layer's keys and values, whatever the layer's index.
+
+        The decoder runs that layer alone (:func:`layer_slice`) and sizes the attention mask on cache
+        layer 0, so the layer's entries are kept there. ``stop_after_update``: end the forward (raise
+        :class:`_KeysValuesStored`) right after the keys and values are stored.
+        """
+
+        def __init__(self, stop_after_update: bool = False) -> None:
+            super().__init__()
+            self.stop_after_update = stop_after_update
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
+            out = super().update(key_states, value_states, 0, *args, **kwargs)
+            if self.stop_after_update:
+                self.stop_after_update = False
+                raise _KeysValuesStored
+            return out
+
+    return OneLayerCache
+
+
+def _windowed_top_layer_applies(decoder: nn.Module, batch: Batch, layers: tuple[int, int], last: int) -> bool:
+    """Whether :func:`_windowed_top_layer` computes exactly what the full forward computes for this batch."""
+    import torch
+    from torch import nn
+
+    config = decoder.config
+    width = batch.inputs.shape[1]
+    top = decoder.layers[layers[1] - 1]
+    window = getattr(config, "sliding_window", None)
+    dropout = top.training and (
+        getattr(config, "attention_dropout", 0.0) > 0
+        or any(isinstance(m, nn.Dropout) and m.p > 0 for m in top.modules())  # LoRA dropout draws other masks
+    )
+    checkpointing = getattr(top, "gradient_checkpointing", False) and top.training and torch.is_grad_enabled()
+    return (
+        getattr(config, "model_type", None) in WINDOWED_MODEL_TYPES and layers[0] < layers[1]
+        and 0 < last < width and (window is None or width <= window) and not dropout and not checkpointing
+    )
+
+
+def _windowed_top_layer(
+    decoder: nn.Module, index: int, below: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+    last: int,
+) -> torch.Tensor:
+    """Decoder layer ``index`` (the top one) and the final norm at the last ``last`` positions only.
+
+    Why: the outputs of the top layer are read only where the LM head runs, but its queries, attention
+    output, MLP and residuals cost ~3/4 of a layer's FLOPs at every position. Its keys and values are
+    still needed at every position. Both passes are the decoder's own forward (Hugging Face's code for
+    the norms, rotary embeddings, causal + padding mask and attention): the first runs the layer over
+    the earlier positions until the keys and values are stored in a cache and stops there (their query
+    projection is the only wasted work); the second runs the layer on the window with that cache, as in
+    generation, so every window query attends to exactly the keys of the full forward.
+    """
+    cache = {_cache_keyword(type(decoder)): _one_layer_cache_class()(stop_after_update=True)}
+    split = below.shape[1] - last
+    with layer_slice(decoder, index, index + 1):
+        try:
+            decoder(inputs_embeds=below[:, :split], attention_mask=attention_mask[:, :split],
+                    position_ids=position_ids[:, :split], use_cache=True, **cache)
+        except _KeysValuesStored:
+            pass
+        else:
+            raise FinetuneError(f"decoder layer {index} ({type(decoder.layers[0]).__name__}) stored no keys and values "
+                                "in its cache; it cannot run on the answer positions alone")
+        return decoder(inputs_embeds=below[:, split:], attention_mask=attention_mask,
+                       position_ids=position_ids[:, split:], use_cache=True, **cache).last_hidden_state
+
+
+@functools.cache
+def _cache_keyword(decoder_class: type) -> str:
+    """The decoder's keyword for a cache: ``cache`` (transformers 5.24; ``past_key_values`` is deprecated there)
+    or ``past_key_values`` (5.17, which takes an unknown ``cache=`` silently and builds a cache of its own)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
+
+
+def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of the LM head for hidden states [..., H] (e.g. a window sliced out of [B, T, H]).
+
+    Why contiguous: on a strided 3-D input torch's linear takes a batched-matmul path; on a CPU the
+    backward of SmolLM2's 49152 x 576 head through it took ~3.7x the time of the same product on a
+    contiguous input (bench/bench_forward.py). Same products, other kernel.
+    """
+    return decoder_parts(model)[1](hidden.contiguous()).float()
+
+
+def step_loss(
+    model: nn.Module, batch: Batch, layers: tuple[int, int] | None, extra_loss: ExtraLoss | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy on the answer tokens (+ the extra term); ``layers`` restricts the decoder to a slice.
+
+    The extra term reads the hidden states of every position, so with one the top layer runs everywhere.
+    """
+    from torch import nn
+
+    hidden = final_hidden(model, batch, layers, None if extra_loss is not None else batch.window)
+    logits = head_logits(model, hidden[:, -batch.window : -1])
+    ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels.reshape(-1), ignore_index=-100)
+    parts = {"ce": float(ce.detach())}
+    if extra_loss is None:
+        return ce, parts
+    extra = extra_loss(hidden, batch.attention_mask, batch.sources, batch.groups)
+    parts["extra"] = float(extra.detach())
+    return ce + extra, parts
