@@ -30,22 +30,22 @@ from .format import (
 )
 from .forward import (
     ExtraLoss, WINDOWED_MODEL_TYPES, decoder_parts, final_hidden, frozen_layer_count, head_logits, layer_slice,
-    lower_activations, step_loss,
+    lower_activations, step_loss, trained_slice,
 )
 from .training import (
     BatchPlan, TrainState, answer_logits, check_adapter_changes_outputs, lora_config, restore_rng_state, resume,
     rng_state, save_checkpoint, train, trainable_student,
 )
 from .stage import (
-    ACTIVATIONS_STAGE, STAGE, VERSION, activations_artifact, finetune_artifact, load_activations, load_student,
-    training_sources,
+    ACTIVATIONS_STAGE, STAGE, VERSION, activations_artifact, cached_activations, finetune_artifact, load_activations,
+    load_student, training_sources,
 )
 
 __all__ = [
     "ACTIVATIONS_STAGE", "Batch", "BatchPlan", "Example", "ExtraLoss", "FinetuneError", "STAGE", "TrainState",
-    "VERSION", "WINDOWED_MODEL_TYPES", "activations_artifact", "answer_logits", "answer_text",
+    "VERSION", "WINDOWED_MODEL_TYPES", "activations_artifact", "answer_logits", "answer_text", "cached_activations",
     "check_adapter_changes_outputs", "collate", "decoder_parts", "encode", "final_hidden", "finetune_artifact",
     "frozen_layer_count", "head_logits", "layer_slice", "load_activations", "load_student", "lora_config",
     "lower_activations", "prompt_text", "restore_rng_state", "resume", "rng_state", "save_checkpoint", "step_loss",
-    "train", "trainable_student", "training_sources",
+    "train", "trained_slice", "trainable_student", "training_sources",
 ]

@@ -60,6 +60,12 @@ def frozen_layer_count(model: nn.Module, finetune: Finetune) -> int:
     return total - top
 
 
+def trained_slice(model: nn.Module, n_frozen: int) -> tuple[int, int] | None:
+    """The decoder layers that run on cached activations of the ``n_frozen`` bottom ones: (first, stop), or
+    None when nothing is frozen (the whole model runs from the tokens)."""
+    return (n_frozen, decoder_parts(model)[0].config.num_hidden_layers) if n_frozen else None
+
+
 def lower_activations(model: nn.Module, examples: Sequence[Example], n_frozen: int, batch_size: int = 16) -> list[torch.Tensor]:
     """Activations after the ``n_frozen`` bottom layers, one [length, hidden] tensor per example."""
     import torch

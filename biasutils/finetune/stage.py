@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import StudyParams, resolve_device
 from ..store import Artifact, Store, canonical_json, read_jsonl, write_text_atomic
 from .format import collate, encode
-from .forward import ExtraLoss, decoder_parts, frozen_layer_count, lower_activations
+from .forward import ExtraLoss, frozen_layer_count, lower_activations, trained_slice
 from .training import BatchPlan, check_adapter_changes_outputs, train, trainable_student
 
 if TYPE_CHECKING:
@@ -55,6 +55,14 @@ def load_activations(artifact: Artifact) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(artifact.file("activations.safetensors")))
+
+
+def cached_activations(params: StudyParams, sources: Sequence[tuple[Artifact, str]], store: Store) -> dict[str, torch.Tensor]:
+    """The frozen layers' activations of every row of ``sources`` ((data set, file) pairs), by example id."""
+    cached: dict[str, torch.Tensor] = {}
+    for source, filename in sources:
+        cached.update(load_activations(activations_artifact(params, source, filename, store)))
+    return cached
 
 
 def training_sources(params: StudyParams, attribute: str, bias_type: str, store: Store) -> list[tuple[Artifact, str]]:
@@ -105,16 +113,12 @@ def finetune_artifact(
         rows = read_jsonl(mix.file("train.jsonl"))
         examples = encode(rows, tokenizer, ft, group_field="gender_name" if attribute == "gender" else "culture")
         n_frozen = frozen_layer_count(model, ft) if backend_used == "peft" else 0
-        cached = None
-        if n_frozen:
-            cached = {}
-            for source, filename in sources or training_sources(params, attribute, bias_type, store):
-                cached.update(load_activations(activations_artifact(params, source, filename, store)))
+        cached = cached_activations(params, sources or training_sources(params, attribute, bias_type, store), store) if n_frozen else None
         plan = batch_plan([e.source for e in examples]) if batch_plan else None
         state = train(model, examples, cached, n_frozen, ft, attribute, seed, scratch, extra_loss, tokenizer.pad_token_id, plan)
         seconds = sum(state.epoch_seconds)  # every kept epoch, timed in the process that ran it
         probe = collate(examples[:8], cached, next(model.parameters()).device, tokenizer.pad_token_id)
-        change = check_adapter_changes_outputs(model, probe, (n_frozen, decoder_parts(model)[0].config.num_hidden_layers) if n_frozen else None)
+        change = check_adapter_changes_outputs(model, probe, trained_slice(model, n_frozen))
         model.save_pretrained(str(out / "adapter"))
         write_text_atomic(out / "loss.json", json.dumps(state.curve))
         tokens = sum(len(e.input_ids) for e in examples) * ft.epochs[attribute]

@@ -16,7 +16,7 @@ import numpy as np
 from ..config import Finetune, StudyParams
 from ..store import Store
 from .format import Batch, Example, FinetuneError, collate
-from .forward import ExtraLoss, decoder_parts, final_hidden, frozen_layer_count, head_logits, step_loss
+from .forward import ExtraLoss, decoder_parts, final_hidden, frozen_layer_count, head_logits, step_loss, trained_slice
 
 if TYPE_CHECKING:
     import torch
@@ -170,8 +170,7 @@ def train(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=finetune.lr[attribute], weight_decay=finetune.weight_decay)
     state = resume(scratch, model, optimizer)
-    n_layers = decoder_parts(model)[0].config.num_hidden_layers
-    layers = (n_frozen, n_layers) if n_frozen else None
+    layers = trained_slice(model, n_frozen)
     model.train()
     for epoch in range(state.epoch, finetune.epochs[attribute]):
         started = time.perf_counter()

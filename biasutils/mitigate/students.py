@@ -175,18 +175,13 @@ def student_representations(params: StudyParams, model: Any, tokenizer: Any, att
     import torch
 
     from ..finetune import (
-        collate, decoder_parts, encode, final_hidden, frozen_layer_count, load_activations, activations_artifact,
-        training_sources,
+        cached_activations, collate, encode, final_hidden, frozen_layer_count, trained_slice, training_sources,
     )
 
     examples = encode(read_jsonl(mix.file("train.jsonl")), tokenizer, params.finetune)
     n_frozen = frozen_layer_count(model, params.finetune)
-    cached = None
-    if n_frozen:
-        cached = {}
-        for source, filename in training_sources(params, attribute, bias_type, store):
-            cached.update(load_activations(activations_artifact(params, source, filename, store)))
-    layers = (n_frozen, decoder_parts(model)[0].config.num_hidden_layers) if n_frozen else None
+    cached = cached_activations(params, training_sources(params, attribute, bias_type, store), store) if n_frozen else None
+    layers = trained_slice(model, n_frozen)
     device = next(model.parameters()).device
     pooled = []
     with torch.inference_mode():
