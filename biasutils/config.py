@@ -340,6 +340,18 @@ class Mitigate(_Strict):
         "and items, two-sided sign flips, Holm over the point's bias types x mitigations per attribute and gamma")
 
 
+class Multiround(_Strict):
+    """Multi-round self-augmentation (issue 13, in progress): round 1's augmented data come from the base
+    generator, round r's from the student of round r − 1; each round mixes the original data with
+    ``ratio`` of data written under ``bias_type``. Chains: one per grid seed."""
+
+    rounds: Annotated[int, Field(ge=0)] = Field(0, description="rounds to run (0: no multi-round study)")
+    ratio: Ratio = Field(0.5, description="gamma of every round [paper: 0.5]")
+    bias_type: BiasType = Field("neutral", description="the prompt every round generates with [paper: neutral]")
+    attribute: Attribute = "gender"
+    n_original: PositiveInt | None = Field(None, description="original rows per round (null: data.n_train) [paper: 3,600]")
+
+
 class StageResources(_Strict):
     """What one task of a stage asks an executor for (Ray: ``num_cpus``/``num_gpus`` of each task)."""
 
@@ -377,6 +389,7 @@ class StudyParams(_Strict):
     evaluate: Evaluate = Field(default_factory=Evaluate)
     inheritance: Inheritance = Field(default_factory=Inheritance)
     mitigate: Mitigate = Field(default_factory=Mitigate)
+    multiround: Multiround = Field(default_factory=Multiround)
     executor: Executor = Field(default_factory=Executor)
 
 

@@ -1,0 +1,90 @@
+"""Multi-round self-augmentation (issue 13, in progress): does bias accumulate when the student of round r
+writes the augmented data of round r + 1?
+
+Here so far: the accumulation arithmetic. A quantity measured per round and seed (a group share, a
+distance, an inheritance measure) accumulates when it moves steadily with the round: its slope over
+rounds. Each seed is one chain of rounds (its own students, its own generated data), so the seeds are
+the independent replicates of a slope, and the rounds within a seed are not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+
+class MultiroundError(ValueError):
+    """A design the multi-round measures cannot be computed on; the message names what is missing."""
+
+
+@dataclass(frozen=True)
+class Accumulation:
+    """The slope of a per-round quantity over rounds, pooled over seeds (chains).
+
+    ``slope``: the mean of the per-seed least-squares slopes (units per round). ``ci_low``/``ci_high`` and
+    ``p_value``: a t interval and test over the seeds' slopes (df = seeds − 1): the between-chain spread,
+    which holds everything that differs between chains (their generated data, their students, the items'
+    noise). ``ci_low_items``/``ci_high_items`` and ``p_items``: from the per-round standard errors alone
+    (normal), the error if the chains did not differ beyond their measurement noise; NaN without them.
+    Where the two disagree, the between-chain one is the honest error and the other says how much of it
+    is measurement.
+    """
+
+    slope: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    ci_low_items: float
+    ci_high_items: float
+    p_items: float
+    seed_slopes: tuple[float, ...]
+    n_rounds: int
+
+
+def _slope_weights(rounds: np.ndarray) -> np.ndarray:
+    """w with slope = w · y for the least-squares line through (rounds, y)."""
+    centred = rounds - rounds.mean()
+    return centred / (centred @ centred)
+
+
+def accumulation(values: Sequence[Sequence[float]], rounds: Sequence[float],
+                 standard_errors: Sequence[Sequence[float]] | None = None, ci: float = 0.95) -> Accumulation:
+    """The slope over ``rounds`` of ``values`` [seeds x rounds], with its interval and a two-sided test of 0.
+
+    ``standard_errors`` [seeds x rounds], optional: each value's own standard error (e.g. its bootstrap
+    over test items), for the measurement-only interval.
+    """
+    y = np.asarray(values, dtype=float)
+    x = np.asarray(rounds, dtype=float)
+    if y.ndim != 2 or y.shape[1] != len(x):
+        raise MultiroundError(f"values: expected seeds x {len(x)} rounds, got shape {y.shape}")
+    if len(np.unique(x)) < 2:
+        raise MultiroundError(f"rounds: {list(rounds)}; a slope needs at least 2 distinct rounds")
+    if not np.isfinite(y).all():
+        raise MultiroundError("values: NaN or infinite entries; every seed needs every round measured")
+    weights = _slope_weights(x)
+    slopes = y @ weights
+    slope, n = float(slopes.mean()), len(slopes)
+    if n >= 2:
+        se = float(slopes.std(ddof=1) / math.sqrt(n))
+        t = scipy_stats.t(df=n - 1)
+        half = t.ppf((1 + ci) / 2) * se
+        low, high = slope - half, slope + half
+        p = float(2 * t.sf(abs(slope) / se)) if se > 0 else (1.0 if slope == 0 else 0.0)
+    else:  # one chain: no between-chain error
+        low = high = p = math.nan
+    low_items = high_items = p_items = math.nan
+    if standard_errors is not None:
+        s = np.asarray(standard_errors, dtype=float)
+        if s.shape != y.shape:
+            raise MultiroundError(f"standard_errors: shape {s.shape}, expected the values' {y.shape}")
+        se_items = float(math.sqrt(((s**2) @ weights**2).sum()) / n)
+        z = scipy_stats.norm.ppf((1 + ci) / 2)
+        low_items, high_items = slope - z * se_items, slope + z * se_items
+        p_items = float(2 * scipy_stats.norm.sf(abs(slope) / se_items)) if se_items > 0 else (1.0 if slope == 0 else 0.0)
+    return Accumulation(slope, float(low), float(high), float(p), float(low_items), float(high_items), float(p_items),
+                        tuple(float(v) for v in slopes), len(x))

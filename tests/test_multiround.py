@@ -1,0 +1,60 @@
+"""Multi-round self-augmentation (issue 13, in progress): the accumulation arithmetic on constructed data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biasutils import multiround as mr
+
+
+def test_the_slope_of_noiseless_chains_is_the_planted_one() -> None:
+    rounds = [1, 2, 3, 4]
+    values = [[0.5 + 0.1 * r for r in rounds], [0.3 + 0.1 * r for r in rounds]]  # same slope, other levels
+    result = mr.accumulation(values, rounds)
+    assert result.slope == pytest.approx(0.1) and result.seed_slopes == pytest.approx((0.1, 0.1))
+    assert result.ci_low == pytest.approx(0.1) and result.ci_high == pytest.approx(0.1) and result.p_value < 1e-6
+
+
+def test_the_interval_covers_the_planted_slope_at_its_level() -> None:
+    rng = np.random.default_rng(0)
+    rounds, slope, covered, rejected = np.arange(1, 4), 0.05, 0, 0
+    for _ in range(400):
+        chains = 0.4 + slope * rounds + rng.normal(0, 0.04, (3, 3)) + rng.normal(0, 0.02, (3, 1)) * rounds
+        result = mr.accumulation(chains, rounds)
+        covered += result.ci_low <= slope <= result.ci_high
+        null = mr.accumulation(chains - slope * rounds, rounds)
+        rejected += null.p_value < 0.05
+    assert 0.92 <= covered / 400 <= 0.98
+    assert 0.02 <= rejected / 400 <= 0.08
+
+
+def test_the_measurement_only_error_comes_from_the_per_round_standard_errors() -> None:
+    rounds = [1, 2, 3]
+    result = mr.accumulation([[0.1, 0.2, 0.3], [0.2, 0.3, 0.4]], rounds, standard_errors=[[0.1] * 3, [0.1] * 3])
+    # slope weights (-1/2, 0, 1/2): each chain's slope has SE 0.1/sqrt(2); the mean of two, 0.05
+    assert result.ci_high_items - result.slope == pytest.approx(1.959964 * 0.05, rel=1e-5)
+
+
+def test_designs_without_a_slope_are_named() -> None:
+    with pytest.raises(mr.MultiroundError, match="at least 2 distinct rounds"):
+        mr.accumulation([[0.1], [0.2]], [1])
+    with pytest.raises(mr.MultiroundError, match="seeds x 3 rounds"):
+        mr.accumulation([0.1, 0.2, 0.3], [1, 2, 3])
+    with pytest.raises(mr.MultiroundError, match="NaN"):
+        mr.accumulation([[0.1, np.nan, 0.3]], [1, 2, 3])
+    one = mr.accumulation([[0.1, 0.2, 0.3]], [1, 2, 3])
+    assert one.slope == pytest.approx(0.1) and np.isnan(one.ci_low), "one chain: no between-chain interval"
+
+
+def test_multiround_settings_that_make_no_sense_fail_before_any_work() -> None:
+    from biasutils.config import ParamsError, load_params
+
+    assert load_params("smoke").multiround.rounds == 0, "off unless asked for"
+    params = load_params("smoke", ["multiround.rounds=3", "multiround.ratio=0.5"])
+    assert (params.multiround.rounds, params.multiround.bias_type, params.multiround.attribute) == (3, "neutral", "gender")
+    for override, field in (("multiround.rounds=-1", "multiround.rounds"), ("multiround.ratio=1.0", "multiround.ratio"),
+                            ("multiround.bias_type=sarcastic", "multiround.bias_type"),
+                            ("multiround.n_original=0", "multiround.n_original")):
+        with pytest.raises(ParamsError, match=field.replace(".", r"\.")):
+            load_params("smoke", [override])
