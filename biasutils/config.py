@@ -238,6 +238,17 @@ class Finetune(_Strict):
         "Which occupation is this biography about: architect, dentist, nurse, painter, professor or software engineer?"
     )
     lora: LoRA = Field(default_factory=LoRA)
+    objective: Literal["classify", "classify_and_write"] = Field(
+        "classify", description="classify: biography -> occupation (the main study); classify_and_write: also "
+        "occupation -> biography, loss on the biography, so the student can write the next round's data [ours]")
+    write_instruction: str = Field("Write a short biography of a {occupation}.",
+                                   description="the writing prompt of classify_and_write [ours]")
+
+    def key_fields(self) -> dict[str, Any]:
+        """What the fine-tune's cache keys hold: every field but gradient checkpointing (it changes no number),
+        and the writing fields only when they are used, so the main study's keys stay as they were."""
+        exclude = {"gradient_checkpointing"} | ({"objective", "write_instruction"} if self.objective == "classify" else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
     @field_validator("lora")
     @classmethod

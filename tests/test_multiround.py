@@ -58,3 +58,33 @@ def test_multiround_settings_that_make_no_sense_fail_before_any_work() -> None:
                             ("multiround.n_original=0", "multiround.n_original")):
         with pytest.raises(ParamsError, match=field.replace(".", r"\.")):
             load_params("smoke", [override])
+
+
+def test_the_writing_objective_adds_one_biography_example_per_row_with_the_loss_on_the_biography(tmp_path) -> None:
+    from biasutils import finetune as f
+    from biasutils.config import load_params
+    from biasutils.models import load_tokenizer, model_dir
+    from biasutils.store import Store
+
+    params = load_params("smoke", ["finetune.objective=classify_and_write"])
+    tokenizer = load_tokenizer(model_dir(params.models.student, Store(tmp_path)))
+    rows = [{"id": "r1", "occupation": "software_engineer", "hard_text": "She writes compilers in Lisbon.", "source": "augmented",
+             "gender_name": "female"}]
+    classify, write = f.encode(rows, tokenizer, params.finetune)
+    assert (classify.id, write.id, write.source, write.group) == ("r1", "r1/write", "augmented", "female")
+    biography = tokenizer(rows[0]["hard_text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert list(write.input_ids[-write.answer_len :]) == biography
+    assert "software engineer" in tokenizer.decode(write.input_ids[: -write.answer_len])
+    batch = f.collate([classify, write], None, "cpu", tokenizer.pad_token_id)
+    scored = batch.labels[1][batch.labels[1] != -100].tolist()
+    assert scored == biography, "the loss is on the biography tokens and the end token"
+    assert len(f.encode(rows, tokenizer, load_params("smoke").finetune)) == 1, "the main study: classification only"
+
+
+def test_the_main_studys_finetune_keys_hold_the_fields_they_always_held() -> None:
+    from biasutils.config import load_params
+
+    before = {"backend", "lr", "epochs", "batch_size", "max_length", "weight_decay", "grad_clip", "system", "instruction", "lora"}
+    assert set(load_params("classroom").finetune.key_fields()) == before
+    assert set(load_params("classroom", ["finetune.objective=classify_and_write"]).finetune.key_fields()) == before | {
+        "objective", "write_instruction"}

@@ -45,7 +45,8 @@ def encode(
     rows: Sequence[Mapping[str, Any]], tokenizer: Any, finetune: Finetune, with_answer: bool = True,
     group_field: str = "gender_name",
 ) -> list[Example]:
-    """Tokenise rows; a biography too long for ``max_length`` is cut at its end, never the question."""
+    """Tokenise rows; a biography too long for ``max_length`` is cut at its end, never the question. With
+    ``finetune.objective: classify_and_write`` each row also gives its writing example (:func:`write_example`)."""
     examples = []
     for row in rows:
         answer = tokenizer(answer_text(row["occupation"]) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
@@ -60,7 +61,28 @@ def encode(
             id=row["id"], input_ids=tuple(ids), answer_len=len(answer) if with_answer else 0,
             source=row.get("source", "original"), group=row.get(group_field, ""),
         ))
+        if with_answer and finetune.objective == "classify_and_write":
+            examples.append(write_example(row, tokenizer, finetune, group_field))
     return examples
+
+
+WRITE_SUFFIX = "/write"  # id of a row's biography-writing example: "<row id>/write"
+
+
+def write_prompt_text(tokenizer: Any, occupation: str, finetune: Finetune) -> str:
+    """The chat-formatted request for a biography of someone in ``occupation`` (``finetune.write_instruction``)."""
+    request = finetune.write_instruction.format(occupation=answer_text(occupation))
+    return tokenizer.apply_chat_template([{"role": "user", "content": request}], add_generation_prompt=True, tokenize=False)
+
+
+def write_example(row: Mapping[str, Any], tokenizer: Any, finetune: Finetune, group_field: str = "gender_name") -> Example:
+    """The row as a writing example: the request, then its biography as the answer (the loss is on the
+    biography and the end token); a biography too long for ``max_length`` is cut at its end."""
+    prompt = tokenizer(write_prompt_text(tokenizer, row["occupation"], finetune), add_special_tokens=False)["input_ids"]
+    biography = tokenizer(row["hard_text"], add_special_tokens=False)["input_ids"]
+    biography = biography[: max(finetune.max_length - len(prompt) - 1, 1)] + [tokenizer.eos_token_id]
+    return Example(id=f"{row['id']}{WRITE_SUFFIX}", input_ids=tuple(prompt + biography), answer_len=len(biography),
+                   source=row.get("source", "original"), group=row.get(group_field, ""))
 
 
 def _cut_tokens(tokenizer: Any, text: str, n: int) -> str:

@@ -40,6 +40,7 @@ def activations_artifact(
     key_params = {
         "student": params.models.student, "top_layers": ft.lora.top_layers, "file": filename,
         "with_answer": with_answer, "system": ft.system, "instruction": ft.instruction, "max_length": ft.max_length,
+        **{k: v for k, v in ft.key_fields().items() if k in ("objective", "write_instruction")},
     }
 
     def compute(out: Path, scratch: Path) -> None:
@@ -101,7 +102,7 @@ def finetune_artifact(
         "attribute": attribute if extra_loss_key else key_attribute(attribute, bias_type),
         # gradient checkpointing trades memory for time and leaves every number as it was: not in the key
         "finetune": {
-            **ft.model_dump(mode="json", exclude={"gradient_checkpointing"}),
+            **ft.key_fields(),
             "lr": ft.lr[attribute], "epochs": ft.epochs[attribute],
         },
         "extra_loss": dict(extra_loss_key or {"name": "none"}),
