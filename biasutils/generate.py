@@ -300,21 +300,28 @@ class TransformersBackend:
     temperature: float
     top_p: float
     continues_prefix: bool = True
+    adapter: Artifact | None = None  # a fine-tune's adapter on the model: a multi-round student writing the next round
     _loaded: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
     def settings(self) -> dict[str, Any]:
         return {
             "backend": "transformers", "model": self.model_name, "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature, "top_p": self.top_p, "batch_size": self.batch_size,
+            **({"adapter": self.adapter.key} if self.adapter is not None else {}),
         }
 
     def load(self) -> tuple[Any, Any]:
-        """The model and tokenizer, loaded on first use (left padding: generation appends on the right)."""
+        """The model and tokenizer, loaded on first use (left padding: generation appends on the right); with
+        ``adapter``, the model with that adapter applied (merged where the weights are float32)."""
         if self._loaded is None:
             from .config import concrete_device
             from .models import load_causal_lm
 
             model, tokenizer = load_causal_lm(self.model_name, self.store, concrete_device(self.device))
+            if self.adapter is not None:
+                from .finetune import with_adapter
+
+                model = with_adapter(model, self.adapter)
             tokenizer.padding_side = "left"
             self._loaded = (model, tokenizer)
         return self._loaded
@@ -530,9 +537,21 @@ def check_backend(params: StudyParams) -> None:
         raise ParamsError(problem)
 
 
-def make_backend(params: StudyParams, store: Store, device: str) -> Backend:
-    """The backend ``generate.backend`` names; ``device`` is the transformers backend's (vLLM runs on the GPU)."""
+def make_backend(params: StudyParams, store: Store, device: str, adapter: Artifact | None = None) -> Backend:
+    """The backend ``generate.backend`` names; ``device`` is the transformers backend's (vLLM runs on the GPU).
+
+    ``adapter``: a fine-tuned student writes instead of the generator (``models.student`` with that adapter:
+    a multi-round study's round r ≥ 2); only the transformers backend runs one.
+    """
     g = params.generate
+    if adapter is not None:
+        if g.backend != "transformers":
+            raise GenerationError(f"generate.backend: {g.backend!r} cannot run a fine-tuned student's adapter; "
+                                  "allowed for multi-round generation: transformers")
+        return TransformersBackend(
+            model_name=params.models.student, store=store, device=device, batch_size=g.batch_size,
+            max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, adapter=adapter,
+        )
     if g.backend == "vllm":
         return VLLMBackend(
             model_name=params.models.generator, store=store, engine_settings=g.vllm, batch_size=g.batch_size,
@@ -734,11 +753,13 @@ def to_record(request: Request, sample: Mapping[str, str], settings: Mapping[str
     }
 
 
-def generate_samples(params: StudyParams, attribute: str, bias_type: str, store: Store, device: str | None = None) -> Artifact:
-    """The stored artifact of ``params.generate.n`` valid samples for (attribute, bias type)."""
+def generate_samples(params: StudyParams, attribute: str, bias_type: str, store: Store, device: str | None = None,
+                     adapter: Artifact | None = None) -> Artifact:
+    """The stored artifact of ``params.generate.n`` valid samples for (attribute, bias type); ``adapter``: written
+    by that fine-tuned student instead of the generator (its key is in the artifact's)."""
     templates = load_templates(params.generate)
     # "auto" is resolved when the model loads: a render that finds the samples stored imports no torch
-    backend = make_backend(params, store, device or params.device)
+    backend = make_backend(params, store, device or params.device, adapter)
     key_params = {
         "attribute": attribute, "bias_type": bias_type, "n": params.generate.n, "seed": params.seed,
         "generator": backend.settings(), "min_words": params.generate.min_words,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,22 @@ def test_the_main_studys_finetune_keys_hold_the_fields_they_always_held() -> Non
     assert set(load_params("classroom").finetune.key_fields()) == before
     assert set(load_params("classroom", ["finetune.objective=classify_and_write"]).finetune.key_fields()) == before | {
         "objective", "write_instruction"}
+
+
+def test_a_fine_tuned_student_writes_with_its_adapter_keyed_by_it_and_unlike_the_base_model(tmp_path) -> None:
+    from biasutils.config import load_params
+    from biasutils.finetune import finetune_artifact
+    from biasutils.generate import GenerationError, generate_samples
+    from biasutils.store import Store, read_jsonl
+
+    store = Store(tmp_path)
+    params = load_params("smoke", ["finetune.objective=classify_and_write", "finetune.epochs={gender: 3, culture: 3}"])
+    student = finetune_artifact(params, "gender", "none", 0.0, 0, store)
+    base = generate_samples(params, "gender", "contrastive-explicit", store)
+    written = generate_samples(params, "gender", "contrastive-explicit", store, adapter=student)
+    assert base.key != written.key and student.key in json.dumps(json.loads(written.path.joinpath("samples.jsonl").read_text().splitlines()[0]))
+    texts = lambda artifact: [row["text"] for row in read_jsonl(artifact.file("samples.jsonl"))]  # noqa: E731
+    assert texts(base) != texts(written), "the adapter changes what the generator writes"
+    assert generate_samples(params, "gender", "contrastive-explicit", store, adapter=student).key == written.key, "stored, not rewritten"
+    with pytest.raises(GenerationError, match="generate.backend: 'openai'"):
+        generate_samples(load_params("smoke", ["generate.backend=openai"]), "gender", "contrastive-explicit", store, adapter=student)

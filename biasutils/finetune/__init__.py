@@ -38,7 +38,7 @@ from .training import (
 )
 from .stage import (
     ACTIVATIONS_STAGE, STAGE, VERSION, activations_artifact, cached_activations, finetune_artifact, load_activations,
-    load_student, training_sources,
+    load_student, training_sources, with_adapter,
 )
 
 __all__ = [
@@ -47,5 +47,5 @@ __all__ = [
     "check_adapter_changes_outputs", "collate", "decoder_parts", "encode", "final_hidden", "finetune_artifact",
     "frozen_layer_count", "head_logits", "layer_slice", "load_activations", "load_student", "lora_config",
     "lower_activations", "prompt_text", "restore_rng_state", "resume", "rng_state", "save_checkpoint", "step_loss",
-    "train", "trained_slice", "trainable_student", "training_sources",
+    "train", "trained_slice", "trainable_student", "training_sources", "with_adapter",
 ]

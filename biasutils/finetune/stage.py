@@ -146,15 +146,20 @@ def load_student(
     the small update into bf16 weights would round part of it away. The merged model has no adapter to
     disable; pass ``merge=False`` where that is needed.
     """
-    import torch
-    from peft import PeftModel
-
     from ..models import load_causal_lm
 
     model, tokenizer = load_causal_lm(params.models.student, store, device)
     if adapter is None:
         return model, tokenizer
+    return with_adapter(model, adapter, merge), tokenizer
+
+
+def with_adapter(model: nn.Module, adapter: Artifact, merge: bool = True) -> nn.Module:
+    """``model`` with a stored adapter applied, in eval mode; merged into float32 weights (see :func:`load_student`)."""
+    import torch
+    from peft import PeftModel
+
     tuned = PeftModel.from_pretrained(model, str(adapter.path / "adapter")).eval()
     if merge and all(p.dtype == torch.float32 for p in tuned.parameters()):
-        return tuned.merge_and_unload(safe_merge=True).eval(), tokenizer
-    return tuned, tokenizer
+        return tuned.merge_and_unload(safe_merge=True).eval()
+    return tuned
