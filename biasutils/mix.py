@@ -88,15 +88,18 @@ def key_attribute(attribute: str, bias_type: str) -> str | None:
     return None if bias_type == BASELINE else attribute
 
 
-def mix_artifact(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store) -> Artifact:
-    """The stored mix for one grid point: ``train.jsonl`` (rows tagged by source) and ``composition.json``."""
+def mix_artifact(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store,
+                 generated: Artifact | None = None) -> Artifact:
+    """The stored mix for one grid point: ``train.jsonl`` (rows tagged by source) and ``composition.json``.
+    ``generated``: the samples to draw from (a multi-round student's), instead of the generator's."""
     from .data import original_artifact
     from .generate import generate_samples
     from .store import canonical_json, read_jsonl, write_jsonl, write_text_atomic
 
     original = original_artifact(params.data, params.seed, store)
     bias_type = canonical_bias_type(bias_type, ratio)
-    generated = None if bias_type == BASELINE else generate_samples(params, attribute, bias_type, store)
+    if bias_type != BASELINE and generated is None:
+        generated = generate_samples(params, attribute, bias_type, store)
     inputs = [original.key] + ([generated.key] if generated else [])
     key_params = {
         "attribute": key_attribute(attribute, bias_type), "bias_type": bias_type, "ratio": ratio, "seed": seed,

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from .config import StudyParams
+from .store import Artifact, Store
+
 
 class MultiroundError(ValueError):
     """A design the multi-round measures cannot be computed on; the message names what is missing."""
@@ -88,3 +91,55 @@ def accumulation(values: Sequence[Sequence[float]], rounds: Sequence[float],
         p_items = float(2 * scipy_stats.norm.sf(abs(slope) / se_items)) if se_items > 0 else (1.0 if slope == 0 else 0.0)
     return Accumulation(slope, float(low), float(high), float(p), float(low_items), float(high_items), float(p_items),
                         tuple(float(v) for v in slopes), len(x))
+
+
+# ---------------------------------------------------------------------------------------------- the chain of rounds
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of one chain: the data its generator wrote, the mix, and the student trained on it."""
+
+    index: int
+    samples: Artifact
+    mix: Artifact
+    student: Artifact
+
+
+def round_params(params: StudyParams) -> StudyParams:
+    """The settings every round trains with: the writing objective on (a student must write the next round),
+    ``multiround.n_original`` originals (null: ``data.n_train``)."""
+    mr = params.multiround
+    data = params.data.model_copy(update={"n_train": mr.n_original or params.data.n_train})
+    finetune = params.finetune.model_copy(update={"objective": "classify_and_write"})
+    return params.model_copy(update={"data": data, "finetune": finetune})
+
+
+def round_artifacts(params: StudyParams, seed: int, index: int, store: Store) -> Round:
+    """Round ``index`` (from 1) of the chain ``seed``: round 1's data come from the generator, round r's from
+    the student of round r − 1. Each artifact's key holds its predecessor's (the samples' the adapter that
+    wrote them), so a killed chain resumes in the round it stopped in and a later round never recomputes an
+    earlier one.
+
+    Open (issue 13): round 1's data are the generator's for every chain (``params.seed`` seeds generation);
+    the chains differ from round 1's mix and student on.
+    """
+    from .finetune import finetune_artifact
+    from .generate import generate_samples
+    from .mix import mix_artifact
+
+    if index < 1:
+        raise MultiroundError(f"round: {index}; rounds count from 1")
+    mr, settings = params.multiround, round_params(params)
+    writer = None if index == 1 else round_artifacts(params, seed, index - 1, store).student
+    samples = generate_samples(settings, mr.attribute, mr.bias_type, store, adapter=writer)
+    mix = mix_artifact(settings, mr.attribute, mr.bias_type, mr.ratio, seed, store, generated=samples)
+    student = finetune_artifact(settings, mr.attribute, mr.bias_type, mr.ratio, seed, store, mix=mix,
+                                sources=[(_original(settings, store), "train.jsonl"), (samples, "samples.jsonl")])
+    return Round(index, samples, mix, student)
+
+
+def _original(params: StudyParams, store: Store) -> Artifact:
+    from .data import original_artifact
+
+    return original_artifact(params.data, params.seed, store)

@@ -109,3 +109,21 @@ def test_a_fine_tuned_student_writes_with_its_adapter_keyed_by_it_and_unlike_the
     assert generate_samples(params, "gender", "contrastive-explicit", store, adapter=student).key == written.key, "stored, not rewritten"
     with pytest.raises(GenerationError, match="generate.backend: 'openai'"):
         generate_samples(load_params("smoke", ["generate.backend=openai"]), "gender", "contrastive-explicit", store, adapter=student)
+
+
+def test_round_two_is_written_by_round_ones_student_and_a_rerun_recomputes_nothing(tmp_path) -> None:
+    from biasutils.config import load_params
+    from biasutils.store import Store, read_jsonl
+
+    store = Store(tmp_path)
+    params = load_params("smoke", ["multiround.rounds=2", "multiround.ratio=0.2", "multiround.bias_type=contrastive-explicit"])
+    first, second = mr.round_artifacts(params, 0, 1, store), mr.round_artifacts(params, 0, 2, store)
+    writer = json.loads(read_jsonl(second.samples.file("samples.jsonl"))[0]["generator"])
+    assert writer["adapter"] == first.student.key and "adapter" not in json.loads(
+        read_jsonl(first.samples.file("samples.jsonl"))[0]["generator"])
+    assert len({first.samples.key, second.samples.key}) == 2 and len({first.student.key, second.student.key}) == 2
+    stored = sorted(p.name for p in tmp_path.rglob("*") if p.is_dir())
+    assert mr.round_artifacts(params, 0, 2, store) == second
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_dir()) == stored, "a rerun computes nothing"
+    with pytest.raises(mr.MultiroundError, match="rounds count from 1"):
+        mr.round_artifacts(params, 0, 0, store)
