@@ -38,7 +38,7 @@ as the interval and the MDE. Where the two disagree the finding says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -333,18 +333,23 @@ class Student:
 
 
 def load_student(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store,
-                 mitigation: str = "none") -> Student:
+                 mitigation: str = "none", evaluation: Callable[[str], Any] | None = None,
+                 tasks: Sequence[str] | None = None, mix: Any = None) -> Student:
     """Read one grid point's stored occupation (and twin) predictions and its training mix; ``mitigation``:
-    the student trained under that mitigation (:mod:`biasutils.mitigate`)."""
+    the student trained under that mitigation (:mod:`biasutils.mitigate`). ``evaluation`` (task -> its
+    evaluation artifact), ``tasks`` and ``mix``: another student's (a multi-round one's)."""
     from .mitigate import mitigated_evaluation, mitigated_tasks
 
-    tasks = params.grid.tasks if mitigation == "none" else mitigated_tasks(params)
+    if tasks is None:
+        tasks = params.grid.tasks if mitigation == "none" else mitigated_tasks(params)
+    if evaluation is None:
+        evaluation = lambda task: mitigated_evaluation(params, attribute, bias_type, ratio, seed, mitigation, task, store)  # noqa: E731
     favoured = favoured_groups(params, attribute)
     column = attribute  # the predictions' group column is named after the attribute
     occupations = tuple(params.data.occupations)
 
     def read(task: str) -> tuple[pd.DataFrame, list]:
-        artifact = mitigated_evaluation(params, attribute, bias_type, ratio, seed, mitigation, task, store)
+        artifact = evaluation(task)
         predictions = pd.DataFrame(read_jsonl(artifact.file("predictions.jsonl")))
         return predictions, [row["output"] for row in read_jsonl(artifact.file("outputs.jsonl"))]
 
@@ -357,11 +362,11 @@ def load_student(params: StudyParams, attribute: str, bias_type: str, ratio: flo
                                 occupations, column)
         twins = pair_twins(items, twin_items, predictions.loc[mine, "twin_of"].astype(str).tolist())
     return Student(attribute, bias_type, ratio, seed, items, twins, favoured,
-                   training_share(params, attribute, bias_type, ratio, seed, store, favoured), mitigation)
+                   training_share(params, attribute, bias_type, ratio, seed, store, favoured, mix), mitigation)
 
 
 def training_share(params: StudyParams, attribute: str, bias_type: str, ratio: float, seed: int, store: Store,
-                   favoured: Mapping[str, str]) -> dict[str, float]:
+                   favoured: Mapping[str, str], mix: Any = None) -> dict[str, float]:
     """Per occupation, the share of the training mix's rows whose group is the one the templates favour.
 
     Rows whose culture the generator chose (the neutral control) get it read from their names
@@ -370,7 +375,7 @@ def training_share(params: StudyParams, attribute: str, bias_type: str, ratio: f
     from .misalign import infer_culture
     from .mix import mix_artifact
 
-    rows = read_jsonl(mix_artifact(params, attribute, bias_type, ratio, seed, store).file("train.jsonl"))
+    rows = read_jsonl((mix or mix_artifact(params, attribute, bias_type, ratio, seed, store)).file("train.jsonl"))
     shares = {}
     for occupation in params.data.occupations:
         mine = [row for row in rows if row["occupation"] == occupation]

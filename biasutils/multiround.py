@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats as scipy_stats
 
 from .config import StudyParams
@@ -143,3 +144,49 @@ def _original(params: StudyParams, store: Store) -> Artifact:
     from .data import original_artifact
 
     return original_artifact(params.data, params.seed, store)
+
+
+# ---------------------------------------------------------------------------------------------- what each round shows
+
+ROUND_TASKS: tuple[str, ...] = ("occupation_classification", "counterfactual_twins")
+
+
+def round_rows(params: StudyParams, seed: int, index: int, store: Store) -> pd.DataFrame:
+    """One round's measures (columns ``round`` + :data:`biasutils.stats.GROUP_COLUMNS`, tagged ``part``):
+    who appears in the data it generated (``group``: its misalignment rows, the share of each group per
+    occupation), how far that data is from the original (``distribution``: MMD, classifier AUC), and its
+    student's inheritance measures and accuracy on the occupation task and its twins (``downstream``)."""
+    from .evaluate import evaluate_artifact
+    from .inheritance import load_student, student_rows
+    from .misalign import misalign_artifact
+
+    mr, settings = params.multiround, round_params(params)
+    chain = round_artifacts(params, seed, index, store)
+    misaligned = misalign_artifact(settings, mr.attribute, mr.bias_type, store, generated=chain.samples)
+    misalignment = pd.read_csv(misaligned.file("rows.csv"))
+    tasks = [t for t in ROUND_TASKS if t in params.grid.tasks]
+    student = load_student(settings, mr.attribute, mr.bias_type, mr.ratio, seed, store, tasks=tasks, mix=chain.mix,
+                           evaluation=lambda task: evaluate_artifact(settings, mr.attribute, mr.bias_type, mr.ratio, seed,
+                                                                     task, store, adapter=chain.student))
+    parts = [misalignment.assign(part=misalignment.task.str.removeprefix("misalignment_")).drop(
+                 columns=["attribute", "bias_type", "ratio", "mitigation", "seed", "task"]),
+             student_rows(student, params.inheritance.n_boot, seed=seed).assign(part="downstream")]
+    return pd.concat(parts, ignore_index=True).assign(round=index, seed=seed)
+
+
+def accumulation_table(rows: pd.DataFrame, measures: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """For each (metric, group) in ``measures``, its :func:`accumulation` over the rounds and chains of
+    ``rows`` (several :func:`round_rows` frames), with the per-round values' intervals turned into standard
+    errors (width / 3.92) for the measurement-only interval."""
+    out = []
+    for metric, group in measures:
+        mine = rows[(rows.metric == metric) & (rows.group == group)]
+        if mine.empty:
+            continue
+        values = mine.pivot_table(index="seed", columns="round", values="value")
+        errors = mine.assign(se=(mine.ci_high - mine.ci_low) / 3.92).pivot_table(index="seed", columns="round", values="se")
+        result = accumulation(values.to_numpy(), list(values.columns),
+                              errors.to_numpy() if errors.notna().all().all() and errors.shape == values.shape else None)
+        out.append({"metric": metric, "group": group, **{k: v for k, v in vars(result).items() if k != "seed_slopes"},
+                    "chains": len(values)})
+    return pd.DataFrame(out)

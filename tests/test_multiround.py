@@ -127,3 +127,22 @@ def test_round_two_is_written_by_round_ones_student_and_a_rerun_recomputes_nothi
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_dir()) == stored, "a rerun computes nothing"
     with pytest.raises(mr.MultiroundError, match="rounds count from 1"):
         mr.round_artifacts(params, 0, 0, store)
+
+
+def test_two_rounds_of_two_chains_give_per_round_measures_and_their_slopes(tmp_path) -> None:
+    import pandas as pd
+
+    from biasutils.config import load_params
+    from biasutils.store import Store
+
+    store = Store(tmp_path)
+    params = load_params("smoke", ["multiround.rounds=2", "multiround.ratio=0.2", "multiround.bias_type=contrastive-explicit",
+                                   "grid.seeds=[0, 1]", "inheritance.n_boot=50"])
+    rows = pd.concat([mr.round_rows(params, seed, r, store) for seed in (0, 1) for r in (1, 2)], ignore_index=True)
+    assert set(rows["round"]) == {1, 2} and set(rows.seed) == {0, 1}
+    assert {"group", "distribution", "downstream"} <= set(rows.part)
+    assert {"share_female", "c2st_auc", "aligned_tpr_gap", "twin_shift"} <= set(rows.metric)
+    table = mr.accumulation_table(rows, [("c2st_auc", "all"), ("twin_shift", "all")])
+    assert list(table.metric) == ["c2st_auc", "twin_shift"] and (table.chains == 2).all() and (table.n_rounds == 2).all()
+    shift = rows[(rows.metric == "twin_shift") & (rows.group == "all")].pivot_table(index="seed", columns="round", values="value")
+    assert table.set_index("metric").loc["twin_shift", "slope"] == pytest.approx((shift[2] - shift[1]).mean())

@@ -123,19 +123,21 @@ def embed(texts: Sequence[str], params: StudyParams, store: Store) -> np.ndarray
     return np.asarray(load_embedder(params.models.embedder, store).encode(list(texts), batch_size=64))
 
 
-def misalign_artifact(params: StudyParams, attribute: str, bias_type: str, store: Store) -> Artifact:
+def misalign_artifact(params: StudyParams, attribute: str, bias_type: str, store: Store,
+                      generated: Artifact | None = None) -> Artifact:
     """The three misalignments of one generated data set against the original training split, as tables.
 
     Files: ``values.csv`` (gender: the implied share of women per occupation against the labour and
     perceived references; empty for culture, which has no offline reference), ``shares.csv``
     (:func:`group_shares` of the generated and the original data, column ``data``), ``balance.csv``
     (:func:`balance_tests`), ``distribution.json`` (MMD and classifier tests on ``hard_text``
-    embeddings), ``projection.csv`` and ``rows.csv`` (record rows).
+    embeddings), ``projection.csv`` and ``rows.csv`` (record rows). ``generated``: another data set than the
+    generator's for (attribute, bias type), e.g. a multi-round student's.
     """
     from ..data import load_original, original_artifact
     from ..generate import generate_samples
 
-    generated_artifact = generate_samples(params, attribute, bias_type, store)
+    generated_artifact = generated or generate_samples(params, attribute, bias_type, store)
     key_params = {"attribute": attribute, "bias_type": bias_type, "seed": params.seed, "embedder": params.models.embedder,
                   "n_permutations": N_PERMUTATIONS, "n_boot": params.evaluate.n_boot}
     inputs = [generated_artifact.key, original_artifact(params.data, params.seed, store).key]
