@@ -754,14 +754,16 @@ def to_record(request: Request, sample: Mapping[str, str], settings: Mapping[str
 
 
 def generate_samples(params: StudyParams, attribute: str, bias_type: str, store: Store, device: str | None = None,
-                     adapter: Artifact | None = None) -> Artifact:
+                     adapter: Artifact | None = None, seed: int | None = None) -> Artifact:
     """The stored artifact of ``params.generate.n`` valid samples for (attribute, bias type); ``adapter``: written
-    by that fine-tuned student instead of the generator (its key is in the artifact's)."""
+    by that fine-tuned student instead of the generator (its key is in the artifact's); ``seed``: the sampling
+    seed (default ``params.seed``; a multi-round chain draws its own)."""
+    seed = params.seed if seed is None else seed
     templates = load_templates(params.generate)
     # "auto" is resolved when the model loads: a render that finds the samples stored imports no torch
     backend = make_backend(params, store, device or params.device, adapter)
     key_params = {
-        "attribute": attribute, "bias_type": bias_type, "n": params.generate.n, "seed": params.seed,
+        "attribute": attribute, "bias_type": bias_type, "n": params.generate.n, "seed": seed,
         "generator": backend.settings(), "min_words": params.generate.min_words,
         "min_sentences": params.generate.min_sentences,
         "max_attempts_factor": params.generate.max_attempts_factor, "over_ask": params.generate.over_ask,
@@ -772,7 +774,7 @@ def generate_samples(params: StudyParams, attribute: str, bias_type: str, store:
         book = default_name_book()
         journal = AnswerJournal(JsonlJournal(scratch / "answers.jsonl"))
         samples, report = collect_samples(
-            backend, attribute, bias_type, params.generate.n, params.seed, params.generate, templates,
+            backend, attribute, bias_type, params.generate.n, seed, params.generate, templates,
             params.data.occupations, params.data.cultures, book, journal,
         )
         write_jsonl(samples, out / "samples.jsonl")

@@ -122,8 +122,8 @@ def round_artifacts(params: StudyParams, seed: int, index: int, store: Store) ->
     wrote them), so a killed chain resumes in the round it stopped in and a later round never recomputes an
     earlier one.
 
-    Open (issue 13): round 1's data are the generator's for every chain (``params.seed`` seeds generation);
-    the chains differ from round 1's mix and student on.
+    Every round of every chain samples with its own seed (:func:`generation_seed`), so the chains are
+    independent replicates from round 1 on.
     """
     from .finetune import finetune_artifact
     from .generate import generate_samples
@@ -133,11 +133,17 @@ def round_artifacts(params: StudyParams, seed: int, index: int, store: Store) ->
         raise MultiroundError(f"round: {index}; rounds count from 1")
     mr, settings = params.multiround, round_params(params)
     writer = None if index == 1 else round_artifacts(params, seed, index - 1, store).student
-    samples = generate_samples(settings, mr.attribute, mr.bias_type, store, adapter=writer)
+    samples = generate_samples(settings, mr.attribute, mr.bias_type, store, adapter=writer,
+                               seed=generation_seed(params.seed, seed, index))
     mix = mix_artifact(settings, mr.attribute, mr.bias_type, mr.ratio, seed, store, generated=samples)
     student = finetune_artifact(settings, mr.attribute, mr.bias_type, mr.ratio, seed, store, mix=mix,
                                 sources=[(_original(settings, store), "train.jsonl"), (samples, "samples.jsonl")])
     return Round(index, samples, mix, student)
+
+
+def generation_seed(profile_seed: int, chain: int, index: int) -> int:
+    """The sampling seed of a chain's round: a function of the profile seed, the chain and the round only."""
+    return int(np.random.default_rng([profile_seed, chain, index]).integers(0, 2**31 - 1))
 
 
 def _original(params: StudyParams, store: Store) -> Artifact:

@@ -146,3 +146,8 @@ def test_two_rounds_of_two_chains_give_per_round_measures_and_their_slopes(tmp_p
     assert list(table.metric) == ["c2st_auc", "twin_shift"] and (table.chains == 2).all() and (table.n_rounds == 2).all()
     shift = rows[(rows.metric == "twin_shift") & (rows.group == "all")].pivot_table(index="seed", columns="round", values="value")
     assert table.set_index("metric").loc["twin_shift", "slope"] == pytest.approx((shift[2] - shift[1]).mean())
+
+
+def test_every_chain_and_round_samples_with_its_own_seed() -> None:
+    seeds = {mr.generation_seed(0, chain, r) for chain in (0, 1, 2) for r in (1, 2, 3)}
+    assert len(seeds) == 9 and mr.generation_seed(0, 1, 2) == mr.generation_seed(0, 1, 2)
