@@ -47,7 +47,7 @@ Task = Literal[
 ]
 DataSource = Literal["offline", "bias_in_bios"]
 Mitigation = Literal["none", "token", "mask", "loss"]
-StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "mitigate", "report"]
+StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "mitigate", "multiround", "report"]
 Device = Literal["auto", "cpu", "cuda"]
 
 BIAS_TYPES: tuple[str, ...] = get_args(BiasType)
@@ -351,16 +351,36 @@ class Mitigate(_Strict):
         "and items, two-sided sign flips, Holm over the point's bias types x mitigations per attribute and gamma")
 
 
+class AccumulationTest(_Strict):
+    """The multi-round test declared before any result is seen (notebook 07): the slope over rounds of
+    ``measure`` (its ``all`` row), one least-squares slope per chain, a two-sided t test over the chains
+    (df = chains − 1). ``power`` sets the minimum detectable slope reported beside it."""
+
+    measure: Literal["twin_shift", "aligned_tpr_gap", "aligned_share"] = Field(
+        "twin_shift", description="the students' twin shift or aligned TPR gap, or the generated data's "
+        "stereotype-aligned share (group misalignment)")
+    alpha: Probability = 0.05
+    power: Probability = 0.8
+
+
 class Multiround(_Strict):
-    """Multi-round self-augmentation (issue 13, in progress): round 1's augmented data come from the base
-    generator, round r's from the student of round r − 1; each round mixes the original data with
-    ``ratio`` of data written under ``bias_type``. Chains: one per grid seed."""
+    """Multi-round self-augmentation (notebook 07): round 1's augmented data come from the base generator,
+    round r's from the student of round r − 1; each round mixes ``n_original`` original rows with ``ratio``
+    of data written under ``bias_type``. One chain of rounds per seed of ``seeds``."""
 
     rounds: Annotated[int, Field(ge=0)] = Field(0, description="rounds to run (0: no multi-round study)")
-    ratio: Ratio = Field(0.5, description="gamma of every round [paper: 0.5]")
+    ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.5, description="gamma of every round [paper: 0.5]")
     bias_type: BiasType = Field("neutral", description="the prompt every round generates with [paper: neutral]")
     attribute: Attribute = "gender"
     n_original: PositiveInt | None = Field(None, description="original rows per round (null: data.n_train) [paper: 3,600]")
+    seeds: list[int] | None = Field(None, min_length=1, description="one chain of rounds per seed (null: grid.seeds)")
+    tasks: list[Task] | None = Field(
+        None, description="what each round's student is evaluated on (null: those of grid.tasks among occupation "
+        "classification, its twins, hiring and salary); occupation_classification is needed")
+    primary: AccumulationTest = Field(default_factory=AccumulationTest)
+
+    def chains(self, grid_seeds: list[int]) -> list[int]:
+        return list(self.seeds if self.seeds is not None else grid_seeds)
 
 
 class StageResources(_Strict):
@@ -457,7 +477,7 @@ def size_problems(params: StudyParams) -> list[str]:
                 f"data.n_train = {params.data.n_train} (it needs {needed}); allowed: generate.n >= {needed}, or smaller ratios"
             )
             break
-    return problems + context_problems(params) + mitigation_problems(params)
+    return problems + context_problems(params) + mitigation_problems(params) + multiround_problems(params)
 
 
 def mitigation_problems(params: StudyParams) -> list[str]:
@@ -473,6 +493,24 @@ def mitigation_problems(params: StudyParams) -> list[str]:
     if set(params.grid.mitigations) - {"none"} and set(needed) - set(tasks):
         problems.append(f"mitigate.tasks: {', '.join(tasks)}; the comparisons of grid.mitigations need "
                         f"{' and '.join(needed)} (mitigate.primary.measure = {params.mitigate.primary.measure})")
+    return problems
+
+
+def multiround_problems(params: StudyParams) -> list[str]:
+    """A multi-round study a run could not finish: a round r >= 2 is written by a fine-tuned student, which
+    only the transformers backend runs; the rounds' measures need the occupation task."""
+    mr = params.multiround
+    if mr.rounds == 0:
+        return []
+    problems = []
+    if mr.rounds >= 2 and params.generate.backend != "transformers":
+        problems.append(f"generate.backend: {params.generate.backend!r}; multiround.rounds >= 2 has fine-tuned students "
+                        "write rounds 2 on; allowed: transformers")
+    if mr.tasks is not None and "occupation_classification" not in mr.tasks:
+        problems.append(f"multiround.tasks: {', '.join(mr.tasks)}; the rounds' measures need occupation_classification")
+    if mr.primary.measure == "twin_shift" and "counterfactual_twins" not in (mr.tasks or params.grid.tasks):
+        problems.append("multiround.primary.measure: twin_shift needs counterfactual_twins in "
+                        + ("multiround.tasks" if mr.tasks is not None else "grid.tasks"))
     return problems
 
 

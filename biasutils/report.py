@@ -1,9 +1,10 @@
 """The study's record: one tidy ``metrics.csv`` per profile and the figures drawn from it.
 
 Each row is (attribute, bias_type, ratio, mitigation, seed, task, group, metric, value, ci_low, ci_high,
-n), read from the stored evaluation artifacts of every grid point, so this stage is cheap: rendering
+n, round), read from the stored evaluation artifacts of every grid point, so this stage is cheap: rendering
 only (the cebra-figures layout). γ = 0 rows carry the shared baseline's bias type ``none``; the figures
-draw that baseline at the start of every bias type's curve.
+draw that baseline at the start of every bias type's curve. ``round`` is empty except on the multi-round
+study's rows (:func:`biasutils.multiround.record_rows`): there it is the round, and ``seed`` the chain.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def grid_points(params: StudyParams) -> list[tuple[str, str, float, int]]:
     return [(r.point["attribute"], r.point["bias_type"], r.point["ratio"], r.point["seed"]) for r in expand(evaluate, params)]
 
 
-MISALIGNMENT_PREFIX = "misalignment_"
+MISALIGNMENT_PREFIX, MULTIROUND_PREFIX = "misalignment_", "multiround_"
+
+
+RECORD_COLUMNS: tuple[str, ...] = (*RECORD_KEYS, "round")
 
 
 def collect_metrics(params: StudyParams, store: Store, students: list | None = None) -> pd.DataFrame:
@@ -38,9 +42,11 @@ def collect_metrics(params: StudyParams, store: Store, students: list | None = N
     pooled over seeds and the primary test, the misalignment rows, then the mitigations' rows (their
     students, probes and tests; :func:`biasutils.mitigate.stored_comparisons`). ``students``: the already
     loaded :func:`inheritance_students`, so a caller that needs them too reads the store once."""
+    from .multiround import record_rows as multiround_rows
+
     parts = [collect_evaluations(params, store), collect_inheritance(params, store, students),
-             collect_misalignment(params, store), collect_mitigations(params, store)]
-    return pd.concat([part for part in parts if len(part)], ignore_index=True)
+             collect_misalignment(params, store), collect_mitigations(params, store), multiround_rows(params, store)]
+    return pd.concat([part for part in parts if len(part)], ignore_index=True).reindex(columns=list(RECORD_COLUMNS))
 
 
 def collect_mitigations(params: StudyParams, store: Store) -> pd.DataFrame:
@@ -53,7 +59,7 @@ def collect_mitigations(params: StudyParams, store: Store) -> pd.DataFrame:
 
 
 RECORD_STAGE = "record"
-RECORD_VERSION = "1"
+RECORD_VERSION = "2"  # 2: the round column
 
 
 def record_artifact(params: StudyParams, store: Store) -> Artifact:
@@ -61,12 +67,13 @@ def record_artifact(params: StudyParams, store: Store) -> Artifact:
     (:func:`size_plan_rows`), keyed by every artifact they read and the inheritance settings.
 
     Why stored: the inheritance statistics (bootstraps over items and seeds, 9,999 sign flips per test)
-    take half a minute on the 2-core CPU; the compute phase runs them, and ``07_report`` renders what is
+    take half a minute on the 2-core CPU; the compute phase runs them, and ``08_report`` renders what is
     stored, like every other notebook.
     """
     from .evaluate import evaluate_artifact
     from .misalign import misalign_artifact, stereotype_artifact
     from .mitigate import comparison_artifact, mitigated_points
+    from .multiround import multiround_artifact
 
     inputs = [evaluate_artifact(params, attribute, bias_type, ratio, seed, task, store).key
               for attribute, bias_type, ratio, seed in grid_points(params) for task in params.grid.tasks]
@@ -75,6 +82,8 @@ def record_artifact(params: StudyParams, store: Store) -> Artifact:
     inputs.append(stereotype_artifact(params, store).key)
     if mitigated_points(params):
         inputs.append(comparison_artifact(params, store).key)
+    if params.multiround.rounds:
+        inputs.append(multiround_artifact(params, store).key)
     key_params = {"grid": params.grid.model_dump(mode="json"), "inheritance": params.inheritance.model_dump(mode="json")}
 
     def compute(out: Path, scratch: Path) -> None:
@@ -286,8 +295,9 @@ def _line_with_interval(data: pd.DataFrame, color: str, label: str, **kwargs) ->
 
 
 def plain_students(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The record's rows of the plain fine-tunes (mitigation ``none``): what 07 shows; 06 shows the mitigated."""
-    return metrics[metrics.mitigation == "none"]
+    """The record's rows of the main study's plain fine-tunes: what 08 shows (06 shows the mitigated, 07 the
+    multi-round ones)."""
+    return metrics[(metrics.mitigation == "none") & ~metrics.task.str.startswith(MULTIROUND_PREFIX)]
 
 
 def save_figures(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:

@@ -208,17 +208,25 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     for expected in ["00_data.ipynb", f"{point}/01_generate.ipynb", f"{point}/ratio=0.2/seed=0/02_mix.ipynb",
                      f"{point}/ratio=0.2/seed=0/03_finetune.ipynb", f"{point}/ratio=0.2/seed=0/04_evaluate.ipynb",
                      "attribute=gender/bias_type=none/ratio=0.0/seed=0/03_finetune.ipynb",
-                     f"{point}/05_misalignment.ipynb", "06_mitigate.ipynb", "07_report.ipynb"]:
+                     f"{point}/05_misalignment.ipynb", "06_mitigate.ipynb", "07_multiround.ipynb", "08_report.ipynb"]:
         assert expected in names
-    assert len(names) == 16
+    assert len(names) == 17
     for path in rendered:
         outputs = [o for c in json.loads(path.read_text())["cells"] for o in c.get("outputs", [])]
         assert not [o for o in outputs if o["output_type"] == "error"], path
     record = pd.read_csv(reports / "smoke" / "metrics.csv")
-    assert list(record.columns) == list(RECORD_KEYS)
-    assert set(record.task) == set(params.grid.tasks) | {
+    assert list(record.columns) == [*RECORD_KEYS, "round"]
+    rounds = record[record.task.str.startswith("multiround_")]
+    main = record[~record.task.str.startswith("multiround_")]
+    assert set(main.task) == set(params.grid.tasks) | {
         "misalignment_values", "misalignment_group", "misalignment_distribution", "inheritance_test"}
-    assert set(record.bias_type) == {"none", "contrastive-explicit", "contextual-implicit"}
+    assert set(main.bias_type) == {"none", "contrastive-explicit", "contextual-implicit"} and main["round"].isna().all()
+    # the smoke profile's two rounds: each round's rows (seed the chain) and the slopes over them (seed pooled)
+    assert set(rounds.dropna(subset=["round"])["round"]) == {1, 2} and (rounds.bias_type == "contrastive-explicit").all()
+    assert {"multiround_group", "multiround_distribution", "multiround_downstream", "multiround_occupation_classification"} <= set(rounds.task)
+    slopes = rounds[rounds["round"].isna()]
+    assert (slopes.seed.astype(str) == "pooled").all() and {"twin_shift_slope", "aligned_share_slope"} <= set(slopes.metric)
+    assert (reports / "smoke" / "figures" / "multiround.png").stat().st_size > 0
     misalignment = record[record.task.str.startswith("misalignment_")]
     assert (misalignment.ratio == 1.0).all()
     assert {"js_distance_perceived", "share_female", "chi2_p", "mmd_p", "c2st_auc", "stereotype_agreement"} <= set(

@@ -92,6 +92,19 @@ def _mitigate(params: StudyParams, point: Point, store: Store) -> None:
         comparison_artifact(params, store)
 
 
+def _chain(params: StudyParams, point: Point, store: Store) -> None:
+    from ..multiround import chain_measures
+
+    chain_measures(params, point["chain"], store)
+
+
+def _multiround(params: StudyParams, point: Point, store: Store) -> None:
+    from ..multiround import multiround_artifact
+
+    if params.multiround.rounds:  # no round chosen: 07 says so, nothing to compute
+        multiround_artifact(params, store)
+
+
 def _report(params: StudyParams, point: Point, store: Store) -> None:
     from ..report import record_artifact
 
@@ -101,18 +114,20 @@ def _report(params: StudyParams, point: Point, store: Store) -> None:
 # stage -> the artifacts its notebook reads at one point
 STAGE_WORK: dict[str, Callable[[StudyParams, Point, Store], None]] = {
     "data": _data, "generate": _generate, "mix": _mix, "finetune": _finetune, "evaluate": _evaluate,
-    "misalign": _misalign, "mitigate": _mitigate, "report": _report,
+    "misalign": _misalign, "mitigate": _mitigate, "multiround": _multiround, "report": _report,
 }
 
 
 # Work that many tasks of a later stage read, or that a stage's one task summarises: tasks of their own,
 # spread over the workers, instead of inside the first task that needs them while the other workers wait
 # on its lock. The frozen layers' activations over the original data, each generated set and each task's
-# items run alongside the stage named here; those of the generated sets, and the mitigated students, in
-# a phase of their own just before it ("finetune (inputs)", "mitigate (inputs)"). Each is computed with
+# items run alongside the stage named here; those of the generated sets, the mitigated students and the
+# multi-round chains (one task per chain: its rounds run one after the other) in a phase of their own just
+# before it ("finetune (inputs)", "mitigate (inputs)", "multiround (inputs)"). Each is computed with
 # the resources of the stage that reads it.
 ACTIVATIONS = Stage("activations", "")
 MITIGATED = Stage("mitigated-student", "")
+CHAIN = Stage("multiround-chain", "")
 
 
 @dataclass(frozen=True)
@@ -150,11 +165,17 @@ def _mitigated_points(params: StudyParams) -> list[dict[str, Any]]:
     return mitigated_points(params)
 
 
+def _chain_points(params: StudyParams) -> list[dict[str, Any]]:
+    mr = params.multiround
+    return [{"chain": seed} for seed in mr.chains(params.grid.seeds)] if mr.rounds else []
+
+
 SHARED_WORK: tuple[SharedWork, ...] = (
     SharedWork("generate", "evaluate", _item_activations, _item_points),
     SharedWork("generate", "finetune", _training_activations, _original_points),
     SharedWork("finetune", "finetune", _training_activations, _generated_points, before=True),
     SharedWork("mitigate", "mitigate", _mitigated_student, _mitigated_points, before=True, stage=MITIGATED),
+    SharedWork("multiround", "multiround", _chain, _chain_points, before=True, stage=CHAIN),
 )
 
 

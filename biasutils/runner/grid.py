@@ -35,7 +35,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate", "04_evaluate.ipynb", ("attribute", "bias_type", "ratio", "seed")),
     Stage("misalign", "05_misalignment.ipynb", ("attribute", "bias_type")),
     Stage("mitigate", "06_mitigate.ipynb"),
-    Stage("report", "07_report.ipynb"),
+    Stage("multiround", "07_multiround.ipynb"),
+    Stage("report", "08_report.ipynb"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
