@@ -243,11 +243,14 @@ class Finetune(_Strict):
         "occupation -> biography, loss on the biography, so the student can write the next round's data [ours]")
     write_instruction: str = Field("Write a short biography of a {occupation}.",
                                    description="the writing prompt of classify_and_write [ours]")
+    write_max_tokens: PositiveInt | None = Field(
+        None, description="classify_and_write: the biography tokens a writing example keeps (null: up to max_length); "
+        "the multi-round study sets generate.max_new_tokens, as its students never write more")
 
     def key_fields(self) -> dict[str, Any]:
         """What the fine-tune's cache keys hold: every field but gradient checkpointing (it changes no number),
         and the writing fields only when they are used, so the main study's keys stay as they were."""
-        exclude = {"gradient_checkpointing"} | ({"objective", "write_instruction"} if self.objective == "classify" else set())
+        exclude = {"gradient_checkpointing"} | ({"objective", "write_instruction", "write_max_tokens"} if self.objective == "classify" else set())
         return self.model_dump(mode="json", exclude=exclude)
 
     @field_validator("lora")
@@ -374,6 +377,7 @@ class Multiround(_Strict):
     attribute: Attribute = "gender"
     n_original: PositiveInt | None = Field(None, description="original rows per round (null: data.n_train) [paper: 3,600]")
     seeds: list[int] | None = Field(None, min_length=1, description="one chain of rounds per seed (null: grid.seeds)")
+    epochs: PositiveInt | None = Field(None, description="each round's fine-tuning epochs (null: finetune.epochs)")
     tasks: list[Task] | None = Field(
         None, description="what each round's student is evaluated on (null: those of grid.tasks among occupation "
         "classification, its twins, hiring and salary); occupation_classification is needed")

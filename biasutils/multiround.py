@@ -117,14 +117,18 @@ class Round:
 
 
 def round_params(params: StudyParams) -> StudyParams:
-    """The settings every round runs with: the writing objective on (a student must write the next round),
-    ``multiround.n_original`` originals (null: ``data.n_train``), and as many samples generated as the mix
+    """The settings every round runs with: the writing objective on (a student must write the next round; its
+    biographies cut at ``generate.max_new_tokens``, the most it is asked to write),
+    ``multiround.n_original`` originals (null: ``data.n_train``), ``multiround.epochs`` (null: the fine-tune's),
+    and as many samples generated as the mix
     takes at ``multiround.ratio``, so a round's data are exactly what its student is trained on."""
     mr = params.multiround
     n_original = mr.n_original or params.data.n_train
     data = params.data.model_copy(update={"n_train": n_original})
     generate = params.generate.model_copy(update={"n": mix_sizes(n_original, mr.ratio, params.mix.hold_total_size)[1]})
-    finetune = params.finetune.model_copy(update={"objective": "classify_and_write"})
+    epochs = {attribute: mr.epochs for attribute in params.finetune.epochs} if mr.epochs else params.finetune.epochs
+    finetune = params.finetune.model_copy(update={"objective": "classify_and_write", "epochs": epochs,
+                                                  "write_max_tokens": params.generate.max_new_tokens})
     return params.model_copy(update={"data": data, "generate": generate, "finetune": finetune})
 
 

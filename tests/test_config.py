@@ -90,7 +90,7 @@ def test_a_grid_that_needs_more_augmented_samples_than_generated_fails_before_wo
 
 
 def test_profiles_name_the_stages_they_run() -> None:
-    every = ["data", "generate", "mix", "finetune", "evaluate", "misalign", "mitigate", "report"]
+    every = ["data", "generate", "mix", "finetune", "evaluate", "misalign", "mitigate", "multiround", "report"]
     assert load_params("smoke").stages == every
     assert load_params("classroom").stages == every
     assert load_params("classroom", ["stages=[data, misalign]"]).stages == ["data", "misalign"]

@@ -77,10 +77,13 @@ def write_prompt_text(tokenizer: Any, occupation: str, finetune: Finetune) -> st
 
 def write_example(row: Mapping[str, Any], tokenizer: Any, finetune: Finetune, group_field: str = "gender_name") -> Example:
     """The row as a writing example: the request, then its biography as the answer (the loss is on the
-    biography and the end token); a biography too long for ``max_length`` is cut at its end."""
+    biography and the end token). A biography longer than ``write_max_tokens`` (or than ``max_length``
+    allows) keeps its first tokens and no end token: the student learns to begin biographies as long as
+    it will ever be asked to write, and not to stop where a cut one stops."""
     prompt = tokenizer(write_prompt_text(tokenizer, row["occupation"], finetune), add_special_tokens=False)["input_ids"]
-    biography = tokenizer(row["hard_text"], add_special_tokens=False)["input_ids"]
-    biography = biography[: max(finetune.max_length - len(prompt) - 1, 1)] + [tokenizer.eos_token_id]
+    biography = tokenizer(row["hard_text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    room = max(finetune.max_length - len(prompt), 1)
+    biography = biography[: min(room, finetune.write_max_tokens or room)]
     return Example(id=f"{row['id']}{WRITE_SUFFIX}", input_ids=tuple(prompt + biography), answer_len=len(biography),
                    source=row.get("source", "original"), group=row.get(group_field, ""))
 
@@ -101,6 +104,7 @@ class Batch:
     window: int  # K: the positions whose logits are needed
     sources: list[str]
     groups: list[str]
+    writes: bool = False  # holds writing examples: answers of ~70 tokens beside classification answers of 2-4
 
     def forward_kwargs(self) -> dict[str, torch.Tensor]:
         import torch
@@ -133,5 +137,5 @@ def collate(examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | No
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return Batch(
         inputs.to(device), mask.to(device), position_ids.to(device), labels.to(device), window,
-        [e.source for e in examples], [e.group for e in examples],
+        [e.source for e in examples], [e.group for e in examples], any(e.id.endswith(WRITE_SUFFIX) for e in examples),
     )

@@ -224,12 +224,20 @@ def step_loss(
     """Cross-entropy on the answer tokens (+ the extra term); ``layers`` restricts the decoder to a slice.
 
     The extra term reads the hidden states of every position, so with one the top layer runs everywhere.
+    A batch with writing examples (answers of ~70 tokens beside classification answers of 2-4) runs the
+    LM head on the answer tokens only: the head is most of a small model's step and half the window is
+    padding (bench/bench_writing.py). Classification alone keeps the dense product the main study's
+    students were trained with (the two round differently in the last bits).
     """
     from torch import nn
 
     hidden = final_hidden(model, batch, layers, None if extra_loss is not None else batch.window)
-    logits = head_logits(model, hidden[:, -batch.window : -1])
-    ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels.reshape(-1), ignore_index=-100)
+    window, labels = hidden[:, -batch.window : -1], batch.labels
+    if batch.writes:
+        scored = labels != -100
+        window, labels = window[scored], labels[scored]
+    logits = head_logits(model, window)
+    ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     parts = {"ce": float(ce.detach())}
     if extra_loss is None:
         return ce, parts

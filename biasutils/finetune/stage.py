@@ -40,7 +40,7 @@ def activations_artifact(
     key_params = {
         "student": params.models.student, "top_layers": ft.lora.top_layers, "file": filename,
         "with_answer": with_answer, "system": ft.system, "instruction": ft.instruction, "max_length": ft.max_length,
-        **{k: v for k, v in ft.key_fields().items() if k in ("objective", "write_instruction")},
+        **{k: v for k, v in ft.key_fields().items() if k in ("objective", "write_instruction", "write_max_tokens")},
     }
 
     def compute(out: Path, scratch: Path) -> None:
