@@ -270,26 +270,32 @@ ACCUMULATED: tuple[str, ...] = (
 )
 
 
-def accumulation_table(rows: pd.DataFrame, measures: Sequence[tuple[str, str, str]] | None = None) -> pd.DataFrame:
-    """For each (part, metric, group) in ``measures`` (default: every row of :data:`ACCUMULATED` that every
-    round of every chain holds), its :func:`accumulation` over the rounds and chains of ``rows`` (several
+def measured_slope(rows: pd.DataFrame, part: str, metric: str, group: str) -> Accumulation | None:
+    """The :func:`accumulation` of one (part, metric, group) over the rounds and chains of ``rows`` (several
     :func:`round_rows` frames), the per-round intervals turned into standard errors (width / 3.92) for the
-    measurement-only interval where every round has one."""
+    measurement-only interval where every round has one; None where some chain's round lacks the value
+    (no sample of a group) or fewer than 2 rounds hold it: no slope over a partial design."""
+    mine = rows[(rows.part == part) & (rows.metric == metric) & (rows.group == group)].dropna(subset=["value"])
+    if len(mine) < rows[["seed", "round"]].drop_duplicates().shape[0] or mine["round"].nunique() < 2:
+        return None
+    values = mine.pivot_table(index="seed", columns="round", values="value")
+    errors = mine.assign(se=(mine.ci_high - mine.ci_low) / 3.92).pivot_table(index="seed", columns="round", values="se")
+    with_errors = errors.shape == values.shape and bool(errors.notna().all().all())
+    return accumulation(values.to_numpy(), list(values.columns), errors.to_numpy() if with_errors else None)
+
+
+def accumulation_table(rows: pd.DataFrame, measures: Sequence[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """:func:`measured_slope` of each (part, metric, group) in ``measures`` (default: every row of
+    :data:`ACCUMULATED` that the rounds hold) that has one, with the number of chains."""
     if measures is None:
         keys = rows[rows.metric.isin(ACCUMULATED)][["part", "metric", "group"]].drop_duplicates()
         measures = list(keys.itertuples(index=False, name=None))
-    n_cells = rows[["seed", "round"]].drop_duplicates().shape[0]
     out = []
     for part, metric, group in measures:
-        mine = rows[(rows.part == part) & (rows.metric == metric) & (rows.group == group)].dropna(subset=["value"])
-        if len(mine) < n_cells or mine["round"].nunique() < 2:
-            continue  # a quantity some round lacks (no sample of a group): no slope over a partial design
-        values = mine.pivot_table(index="seed", columns="round", values="value")
-        errors = mine.assign(se=(mine.ci_high - mine.ci_low) / 3.92).pivot_table(index="seed", columns="round", values="se")
-        with_errors = errors.shape == values.shape and bool(errors.notna().all().all())
-        result = accumulation(values.to_numpy(), list(values.columns), errors.to_numpy() if with_errors else None)
-        out.append({"part": part, "metric": metric, "group": group,
-                    **{k: v for k, v in vars(result).items() if k != "seed_slopes"}, "chains": len(values)})
+        result = measured_slope(rows, part, metric, group)
+        if result is not None:
+            out.append({"part": part, "metric": metric, "group": group,
+                        **{k: v for k, v in vars(result).items() if k != "seed_slopes"}, "chains": len(result.seed_slopes)})
     return pd.DataFrame(out)
 
 
@@ -345,13 +351,10 @@ def primary_result(params: StudyParams, rows: pd.DataFrame) -> dict[str, float |
     interval and p, the measurement-only interval, and the minimum detectable slope at its power."""
     primary = params.multiround.primary
     base = {"measure": primary.measure, "alpha": primary.alpha, "power": primary.power}
-    mine = rows[(rows.part == PRIMARY_PART[primary.measure]) & (rows.metric == primary.measure) & (rows.group == "all")]
-    if mine["round"].nunique() < 2:
-        return {**base, "reason": "fewer than 2 rounds: no slope"}
-    values = mine.pivot_table(index="seed", columns="round", values="value")
-    errors = mine.assign(se=(mine.ci_high - mine.ci_low) / 3.92).pivot_table(index="seed", columns="round", values="se")
-    result = accumulation(values.to_numpy(), list(values.columns), errors.to_numpy())
-    return {**base, **{k: v for k, v in vars(result).items() if k != "seed_slopes"}, "chains": len(values),
+    result = measured_slope(rows, PRIMARY_PART[primary.measure], primary.measure, "all")
+    if result is None:
+        return {**base, "reason": "no slope: fewer than 2 rounds, or a round without the measure"}
+    return {**base, **{k: v for k, v in vars(result).items() if k != "seed_slopes"}, "chains": len(result.seed_slopes),
             "seed_slopes": list(result.seed_slopes),
             "mde": minimum_detectable_slope(result.seed_slopes, primary.alpha, primary.power),
             "reject": bool(result.p_value < primary.alpha)}
@@ -390,26 +393,34 @@ def record_rows(params: StudyParams, store: Store) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- what notebook 07 shows
 
-# (part, metric, label) of the per-round table and the trend figure: the data's group misalignment and
-# distance, the students' inheritance measures and accuracy, all on their `all` row
-SHOWN: tuple[tuple[str, str, str], ...] = (
-    ("group", "aligned_share", "data: stereotype-aligned share"),
-    ("distribution", "c2st_auc", "data: classifier AUC vs original"),
-    ("downstream", "aligned_tpr_gap", "student: aligned TPR gap"),
-    ("downstream", "twin_shift", "student: twin shift (log-odds)"),
-    ("occupation_classification", "accuracy", "student: accuracy"),
+# (part, metric, group, label) of the per-round table and the trend figure: the data's group misalignment and
+# distance, the students' inheritance measures and accuracy, and hiring and salary where they are evaluated
+SHOWN: tuple[tuple[str, str, str, str], ...] = (
+    ("group", "aligned_share", "all", "data: stereotype-aligned share"),
+    ("distribution", "c2st_auc", "all", "data: classifier AUC vs original"),
+    ("downstream", "aligned_tpr_gap", "all", "student: aligned TPR gap"),
+    ("downstream", "twin_shift", "all", "student: twin shift (log-odds)"),
+    ("occupation_classification", "accuracy", "all", "student: accuracy"),
+    ("hiring_recommendation", "preference_log_odds_gap", "female-male", "student: hiring preference F − M (log-odds)"),
+    ("salary_recommendation", "mean_salary_gap", "female-male", "student: mean salary F − M"),
 )
+
+
+def _shown(rows: pd.DataFrame) -> list[tuple[str, str, str, str, pd.DataFrame]]:
+    """Each :data:`SHOWN` measure the rounds hold, with its rows."""
+    out = []
+    for part, metric, group, label in SHOWN:
+        mine = rows[(rows.part == part) & (rows.metric == metric) & (rows.group == group)].dropna(subset=["value"])
+        if len(mine):
+            out.append((part, metric, group, label, mine))
+    return out
 
 
 def per_round_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The :data:`SHOWN` measures per round, the mean over chains with the range of the chains' values."""
-    out = []
-    for part, metric, label in SHOWN:
-        mine = rows[(rows.part == part) & (rows.metric == metric) & (rows.group == "all")]
-        for index, chains in mine.groupby("round"):
-            out.append({"measure": label, "round": index, "mean": chains.value.mean(), "chain min": chains.value.min(),
-                        "chain max": chains.value.max(), "chains": len(chains)})
-    return pd.DataFrame(out)
+    return pd.DataFrame([{"measure": label, "round": index, "mean": chains.value.mean(), "chain min": chains.value.min(),
+                          "chain max": chains.value.max(), "chains": len(chains)}
+                         for _, _, _, label, mine in _shown(rows) for index, chains in mine.groupby("round")])
 
 
 def trend_figure(rows: pd.DataFrame, accumulation_rows: pd.DataFrame) -> Any:
@@ -417,25 +428,30 @@ def trend_figure(rows: pd.DataFrame, accumulation_rows: pd.DataFrame) -> Any:
     over chains with its interval in the title."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(SHOWN), figsize=(3.4 * len(SHOWN), 3.2), squeeze=False)
-    for axis, (part, metric, label) in zip(axes[0], SHOWN):
-        mine = rows[(rows.part == part) & (rows.metric == metric) & (rows.group == "all")]
+    shown = _shown(rows)
+    figure, axes = plt.subplots(1, len(shown), figsize=(3.4 * len(shown), 3.2), squeeze=False)
+    for axis, (part, metric, group, label, mine) in zip(axes[0], shown):
         for chain, line in mine.groupby("seed"):
             line = line.sort_values("round")
             axis.errorbar(line["round"], line.value, yerr=[line.value - line.ci_low, line.ci_high - line.value],
                           marker="o", capsize=3, label=f"chain {chain}")
-        slope = accumulation_rows[(accumulation_rows.part == part) & (accumulation_rows.metric == metric)
-                                  & (accumulation_rows.group == "all")] if len(accumulation_rows) else accumulation_rows
-        title = label
-        if len(slope):
-            s = slope.iloc[0]
-            title += f"\nslope {s.slope:+.3f} [{s.ci_low:+.3f}, {s.ci_high:+.3f}]"
-        axis.set_title(title, fontsize=9)
+        slope = _slope_row(accumulation_rows, part, metric, group)
+        axis.set_title(label + (f"\nslope {slope.slope:+.3f} [{slope.ci_low:+.3f}, {slope.ci_high:+.3f}]"
+                                if slope is not None else ""), fontsize=9)
         axis.set_xlabel("round")
         axis.set_xticks(sorted(rows["round"].unique()))
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def _slope_row(accumulation_rows: pd.DataFrame, part: str, metric: str, group: str) -> Any:
+    """The row of :func:`accumulation_table` for one quantity, or None."""
+    if accumulation_rows.empty:
+        return None
+    mine = accumulation_rows[(accumulation_rows.part == part) & (accumulation_rows.metric == metric)
+                             & (accumulation_rows.group == group)]
+    return mine.iloc[0] if len(mine) else None
 
 
 def side_by_side(params: StudyParams, store: Store, chain: int, per_occupation: int = 1) -> pd.DataFrame:
@@ -477,11 +493,9 @@ def finding(params: StudyParams, primary: Mapping[str, Any], accumulation_rows: 
              f"[{primary['ci_low']:+.3f}, {primary['ci_high']:+.3f}] (p = {primary['p_value']:.3g}); from the items' "
              f"noise alone [{primary['ci_low_items']:+.3f}, {primary['ci_high_items']:+.3f}] (p = {primary['p_items']:.3g}). "
              f"The chains' test detects a slope of {primary['mde']:.3f} per round with power {primary['power']}."]
-    for part, metric, label in SHOWN:
-        mine = accumulation_rows[(accumulation_rows.part == part) & (accumulation_rows.metric == metric)
-                                 & (accumulation_rows.group == "all")] if len(accumulation_rows) else accumulation_rows
-        if len(mine):
-            s = mine.iloc[0]
+    for part, metric, group, label in SHOWN:
+        s = _slope_row(accumulation_rows, part, metric, group)
+        if s is not None:
             lines.append(f"- {label}: {s.slope:+.3f} per round [{s.ci_low:+.3f}, {s.ci_high:+.3f}] over chains, "
                          f"[{s.ci_low_items:+.3f}, {s.ci_high_items:+.3f}] from the items")
     lines.append("The paper reports that bias accumulates over rounds (salaries of men rise while women's fall; "
