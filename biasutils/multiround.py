@@ -498,6 +498,6 @@ def finding(params: StudyParams, primary: Mapping[str, Any], accumulation_rows: 
         if s is not None:
             lines.append(f"- {label}: {s.slope:+.3f} per round [{s.ci_low:+.3f}, {s.ci_high:+.3f}] over chains, "
                          f"[{s.ci_low_items:+.3f}, {s.ci_high_items:+.3f}] from the items")
-    lines.append("The paper reports that bias accumulates over rounds (salaries of men rise while women's fall; "
-                 "overall performance degrades).")
-    return "\n".join(lines)
+    paper = ("The paper reports that bias accumulates over rounds (salaries of men rise while women's fall; "
+             "overall performance degrades).")
+    return "\n\n".join([lines[0], "\n".join(lines[1:]), paper])

@@ -133,8 +133,9 @@ def test_round_two_is_written_by_round_ones_student_and_a_rerun_recomputes_nothi
     from biasutils.generate import generate_samples
 
     base = generate_samples(mr.round_params(params), "gender", "contrastive-explicit", store, seed=mr.generation_seed(0, 0, 2))
-    texts = lambda artifact: [row["text"] for row in read_jsonl(artifact.file("samples.jsonl"))]  # noqa: E731
-    assert texts(second.samples) != texts(base), "round 2 is written by the student, not by the base model"
+    # the random model's own words are cut from its samples (the biased prefix is the sample): its answers differ
+    answers = lambda artifact: [row["answer"] for row in read_jsonl(artifact.file("answers.jsonl"))]  # noqa: E731
+    assert answers(second.samples) != answers(base), "round 2 is written by the student, not by the base model"
     stored = sorted(p.name for p in tmp_path.rglob("*") if p.is_dir())  # after the base model's set: nothing new below
     assert mr.round_artifacts(params, 0, 2, store) == second
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_dir()) == stored, "a rerun computes nothing"
@@ -149,7 +150,7 @@ def test_two_rounds_of_two_chains_give_per_round_measures_and_their_slopes(tmp_p
     from biasutils.store import Store
 
     store = Store(tmp_path)
-    params = load_params("smoke", ["multiround.seeds=[0, 1]", "inheritance.n_boot=50", "grid.tasks=[occupation_classification, counterfactual_twins]"])
+    params = load_params("smoke", ["multiround.rounds=2", "multiround.seeds=[0, 1]", "inheritance.n_boot=50", "grid.tasks=[occupation_classification, counterfactual_twins]"])
     stored = mr.stored_multiround(params, store)
     rows = stored["rows"]
     assert set(rows["round"]) == {1, 2} and set(rows.seed) == {0, 1}
@@ -200,7 +201,7 @@ def test_a_round_with_too_few_valid_samples_fails_naming_its_chain_and_round(tmp
     from biasutils.config import load_params
     from biasutils.store import Store
 
-    params = load_params("smoke", ["generate.min_words=400", "generate.max_attempts_factor=1"])
+    params = load_params("smoke", ["multiround.rounds=1", "generate.min_words=400", "generate.max_attempts_factor=1"])
     with pytest.raises(mr.MultiroundError, match=r"multiround chain 0, round 1 \(written by the generator\): .*only 0 valid samples of 12"):
         mr.round_artifacts(params, 0, 1, Store(tmp_path))
 
@@ -209,11 +210,12 @@ def test_multiround_designs_a_run_could_not_finish_fail_when_params_load() -> No
     from biasutils.config import ParamsError, load_params
 
     with pytest.raises(ParamsError, match="generate.backend: 'openai'.*allowed: transformers"):
-        load_params("smoke", ["generate.backend=openai"])
+        load_params("smoke", ["multiround.rounds=2", "generate.backend=openai"])
     with pytest.raises(ParamsError, match="multiround.tasks: counterfactual_twins; the rounds' measures need occupation_classification"):
-        load_params("smoke", ["multiround.tasks=[counterfactual_twins]"])
+        load_params("smoke", ["multiround.rounds=2", "multiround.tasks=[counterfactual_twins]"])
     with pytest.raises(ParamsError, match="multiround.primary.measure: twin_shift needs counterfactual_twins"):
-        load_params("smoke", ["multiround.tasks=[occupation_classification]"])
+        load_params("smoke", ["multiround.rounds=2", "multiround.tasks=[occupation_classification]"])
+    assert load_params("smoke", ["generate.backend=openai"]).multiround.rounds == 0, "no round: nothing to check"
     assert load_params("smoke", ["generate.backend=openai", "multiround.rounds=1"]).multiround.rounds == 1, "round 1: the generator writes"
 
 
@@ -224,7 +226,7 @@ def test_every_chain_and_round_samples_with_its_own_seed() -> None:
 
 # ---------------------------------------------------------------------------------------------- resuming and extending
 
-ONE_CHAIN = ["multiround.seeds=[0]", "grid.tasks=[occupation_classification, counterfactual_twins]", "inheritance.n_boot=50"]
+ONE_CHAIN = ["multiround.rounds=2", "multiround.seeds=[0]", "grid.tasks=[occupation_classification, counterfactual_twins]", "inheritance.n_boot=50"]
 
 KILLED_IN_ROUND_TWO = textwrap.dedent(
     """

@@ -201,8 +201,9 @@ def test_every_stage_has_its_notebook() -> None:
 def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BIAS_STORE", str(tmp_path / "store"))
     reports = tmp_path / "reports"
-    params = load_params("smoke")
-    rendered = runner.execute(params, reports_dir=reports, progress=False, jobs=2)  # concurrent stages share the store
+    rounds = ["multiround.rounds=2"]  # the smoke profile's two multi-round rounds, round 2 written by round 1's student
+    params = load_params("smoke", rounds)
+    rendered = runner.execute(params, rounds, reports_dir=reports, progress=False, jobs=2)  # concurrent stages share the store
     names = sorted(str(p.relative_to(reports / "smoke")) for p in rendered)
     point = "attribute=gender/bias_type=contrastive-explicit"
     for expected in ["00_data.ipynb", f"{point}/01_generate.ipynb", f"{point}/ratio=0.2/seed=0/02_mix.ipynb",
@@ -245,7 +246,7 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     figures = ("accuracy_by_gender", "group_gaps", "misalignment", "aligned_tpr_gap", "tpr_gap_vs_share", "twin_shift")
     assert all((reports / "smoke" / "figures" / f"{f}.png").stat().st_size > 0 for f in figures)
     before = {p: p.stat().st_mtime_ns for p in rendered}
-    runner.execute(params, reports_dir=reports, progress=False)
+    runner.execute(params, rounds, reports_dir=reports, progress=False)
     assert {p: p.stat().st_mtime_ns for p in rendered} == before, "a second run re-renders nothing"
     _the_mitigate_stage_runs_on_its_own_after_the_earlier_stages(tmp_path / "store", reports)
 
