@@ -1,5 +1,5 @@
-"""Command line: ``python -m biasutils run --profile P [--stages a,b] [--set k=v ...] [--jobs N]`` and
-``python -m biasutils audit --original A --augmented B [...]``.
+"""Command line: ``python -m biasutils run --profile P [--stages a,b] [--set k=v ...] [--jobs N] [--check]``,
+``python -m biasutils site --profile P`` and ``python -m biasutils audit --original A --augmented B [...]``.
 
 Parameters are loaded and validated before anything heavy is imported, so a typo in a profile name,
 bias type or ratio fails in well under a second with a message naming the allowed values. ``audit``
@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--ray-address", default=None,
                      help="with --executor ray: an existing cluster (default: start a local Ray instance)")
+    run.add_argument("--check", action="store_true",
+                     help="exit 1 unless metrics.csv agrees with the committed record (identical or within "
+                     "params reproduction's tolerance)")
+    site = commands.add_parser("site", help="build reports/<profile>/site/, the record as a static site")
+    site.add_argument("--profile", default="classroom", help="whose record (default: classroom)")
+    site.add_argument("--reports", type=Path, default=None, help="where the rendered notebooks are (default: reports/)")
     add_audit_parser(commands)
     return parser
 
@@ -86,15 +92,50 @@ def run_command(args: argparse.Namespace) -> str:
     from .inheritance import check_design
     from .models import check_hub_ids
 
+    from .report import reproduction
+    from .report.site import build_site
+
     check_design(params)
     check_backend(params)
     note = check_hub_ids(params)
     if note:
         print(f"note: {note}", file=sys.stderr)
     reports = args.reports or runner.REPORTS_DIR
+    profile_dir = reports / params.profile
+    committed = reproduction.set_aside(profile_dir)  # before any render rewrites metrics.csv
     rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force, jobs=args.jobs,
                               executor=args.executor, ray_address=args.ray_address)
-    return f"{len(rendered)} notebook(s) current under {reports / params.profile}"
+    lines = [f"{len(rendered)} notebook(s) current under {profile_dir}", *render_notes(rendered)]
+    if "report" not in [stage.name for stage in runner.select_stages(stages or params.stages)]:
+        return "\n".join([*lines, "reproduction: not checked (the report stage, which writes metrics.csv, did not run)"])
+    comparison = reproduction.verify(committed, profile_dir, params.reproduction)
+    lines += [comparison.summary(), f"  written: {profile_dir / reproduction.REPORT_FILE}",
+              f"site: {build_site(profile_dir)}"]
+    if args.check and not comparison.agrees:
+        raise CheckFailed("\n".join(lines))
+    return "\n".join(lines)
+
+
+class CheckFailed(RuntimeError):
+    """``run --check``: the reproduction does not agree with the committed record."""
+
+
+def render_notes(rendered: Sequence[Path]) -> list[str]:
+    """One line per render that holds a warning, a machine path or a secret (:func:`runner.render_problems`)."""
+    return [f"note: {path}: {problem}" for path in rendered if path.exists() for problem in runner.render_problems(path)]
+
+
+def site_command(args: argparse.Namespace) -> str:
+    from .report import reproduction
+    from .report.site import build_site
+
+    reports = args.reports or runner.REPORTS_DIR
+    profile_dir = reports / args.profile
+    if not (profile_dir / reproduction.METRICS_FILE).exists() and not list(profile_dir.glob("*.run.yaml")):
+        present = sorted(p.parent.name for p in reports.glob("*/metrics.csv"))
+        raise ValueError(f"--profile: {args.profile!r} has no record under {reports}; records there: "
+                         f"{', '.join(present) or 'none'} (`make reproduce PROFILE={args.profile}` makes one)")
+    return f"site: {build_site(profile_dir)}"
 
 
 def audit_command(args: argparse.Namespace) -> str:
@@ -109,7 +150,7 @@ def audit_command(args: argparse.Namespace) -> str:
     return "\n".join([*(verdict.line() for verdict in result.verdicts), f"report: {result.report}"])
 
 
-COMMANDS = {"run": run_command, "audit": audit_command}
+COMMANDS = {"run": run_command, "site": site_command, "audit": audit_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParamsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except runner.RunError as error:
+    except (runner.RunError, CheckFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(message)

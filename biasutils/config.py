@@ -404,6 +404,21 @@ class Executor(_Strict):
         return self.resources.get(stage, StageResources())  # type: ignore[call-overload]
 
 
+class Reproduction(_Strict):
+    """When a reproduction agrees with the committed record (``reports/<profile>/reproduction.md``).
+
+    A value agrees when ``|reproduced - committed| <= atol + rtol * |committed|`` (numpy's ``isclose``).
+    Why these defaults: CPU floating-point reductions differ with the thread count and the instruction
+    set, so a near-tie decision (a sampled token, a yes/no score) can flip on another machine. One flip
+    among the >= 200 items of a classroom rate moves it by <= 0.005, a twentieth of the record's median
+    interval half-width (0.10), and below the 0.01 the README's tables round to; ``rtol`` covers the
+    float32 representation distances (~60). A difference past either is a different result, not noise.
+    """
+
+    atol: Annotated[float, Field(ge=0)] = Field(0.005, description="absolute tolerance per value")
+    rtol: Annotated[float, Field(ge=0)] = Field(1e-4, description="relative tolerance per value")
+
+
 class StudyParams(_Strict):
     """One profile, fully resolved: everything a run depends on."""
 
@@ -426,6 +441,7 @@ class StudyParams(_Strict):
     mitigate: Mitigate = Field(default_factory=Mitigate)
     multiround: Multiround = Field(default_factory=Multiround)
     executor: Executor = Field(default_factory=Executor)
+    reproduction: Reproduction = Field(default_factory=Reproduction)
 
 
 # ---------------------------------------------------------------------------------------------- sizes

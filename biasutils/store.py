@@ -65,6 +65,11 @@ class Artifact:
     path: Path
 
     @property
+    def ref(self) -> str:
+        """``stage/key``: how records and messages name the artifact (never the machine's path)."""
+        return f"{self.stage}/{self.key}"
+
+    @property
     def meta(self) -> dict[str, Any]:
         return json.loads((self.path / META_FILE).read_text())
 
@@ -73,7 +78,7 @@ class Artifact:
         target = self.path / name
         if not target.exists():
             present = sorted(p.name for p in self.path.iterdir())
-            raise FileNotFoundError(f"artifact {self.stage}/{self.key} has no file {name!r}; it has {present}")
+            raise FileNotFoundError(f"artifact {self.ref} has no file {name!r}; it has {present}")
         return target
 
 
@@ -111,7 +116,7 @@ class Store:
         log = os.environ.get(READS_LOG_ENV)
         if log and not self._probing:
             with open(log, "a", encoding="utf-8") as handle:
-                handle.write(f"{artifact.stage}/{artifact.key}\n")
+                handle.write(f"{artifact.ref}\n")
         return artifact
 
     def path_for(self, stage: str, key: str) -> Path:

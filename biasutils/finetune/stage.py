@@ -13,7 +13,7 @@ from ..config import StudyParams, resolve_device
 from ..store import Artifact, Store, canonical_json, read_jsonl, write_text_atomic
 from .format import collate, encode
 from .forward import ExtraLoss, frozen_layer_count, lower_activations, trained_slice
-from .training import BatchPlan, check_adapter_changes_outputs, train, trainable_student
+from .training import BatchPlan, check_adapter_changes_outputs, peft_wrapping, train, trainable_student
 
 if TYPE_CHECKING:
     import torch
@@ -159,7 +159,8 @@ def with_adapter(model: nn.Module, adapter: Artifact, merge: bool = True) -> nn.
     import torch
     from peft import PeftModel
 
-    tuned = PeftModel.from_pretrained(model, str(adapter.path / "adapter")).eval()
+    with peft_wrapping():
+        tuned = PeftModel.from_pretrained(model, str(adapter.path / "adapter")).eval()
     if merge and all(p.dtype == torch.float32 for p in tuned.parameters()):
         return tuned.merge_and_unload(safe_merge=True).eval()
     return tuned

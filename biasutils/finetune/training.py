@@ -3,10 +3,11 @@ generators that make a resumed run bit-identical, and the check that the adapter
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
 
 # the batches of one epoch (lists of example indices), drawn from that epoch's generator
 BatchPlan = Callable[["np.random.Generator"], list[list[int]]]
+
+
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """PEFT 0.21 (the newest) reads transformers' deprecated ``is_gradient_checkpointing`` whenever it wraps
+    a model, a FutureWarning only PEFT can fix: exactly that warning is silenced, and only while wrapping."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def lora_config(finetune: Finetune, n_layers: int, n_frozen: int) -> Any:
@@ -56,7 +66,8 @@ def trainable_student(params: StudyParams, store: Store, device: str, seed: int)
     model, tokenizer = load_causal_lm(params.models.student, store, device)
     n_layers = decoder_parts(model)[0].config.num_hidden_layers
     torch.manual_seed(seed)
-    peft_model = get_peft_model(model, lora_config(ft, n_layers, frozen_layer_count(model, ft)))
+    with peft_wrapping():
+        peft_model = get_peft_model(model, lora_config(ft, n_layers, frozen_layer_count(model, ft)))
     if ft.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model, tokenizer, "peft"

@@ -16,6 +16,7 @@ One progress bar follows the whole plan, with per-stage counts and what is runni
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from .compute import Task, missing_tasks
 from .executors import LocalExecutor, RayExecutor, share_cores
 from .grid import STAGE_NAMES, STAGES, RunPoint, Stage, expand, plan, select_stages
 from .records import is_current, record_path, run_hash, source_hash
-from .render import Render, RunError
+from .render import Render, RunError, render_problems
 
 REPO = Path(__file__).resolve().parent.parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
@@ -36,7 +37,7 @@ EXECUTORS = ("local", "ray")
 
 __all__ = [
     "EXECUTORS", "NOTEBOOKS_DIR", "REPORTS_DIR", "STAGES", "STAGE_NAMES", "Render", "RunError", "RunPoint", "Stage",
-    "Task", "compute_tasks", "execute", "missing_tasks", "expand", "is_current", "plan", "record_path", "run_hash", "select_stages", "share_cores",
+    "Task", "compute_tasks", "execute", "missing_tasks", "expand", "is_current", "plan", "record_path", "render_problems", "run_hash", "select_stages", "share_cores",
     "source_hash", "stale_renders",
 ]
 
@@ -83,7 +84,7 @@ def stale_renders(params: StudyParams, overrides: Sequence[str], stages: Sequenc
         expected = run_hash(run, params, notebook, code_hash)
         paths.append(rendered)
         if force or not is_current(rendered, expected, store):
-            todo.append(Render(run, params, tuple(overrides), notebook, rendered, notebooks_dir, expected))
+            todo.append(Render(run, params, tuple(overrides), notebook, rendered, expected))
     return todo, paths
 
 
@@ -113,6 +114,9 @@ def execute(
     if executor not in EXECUTORS:
         raise ValueError(f"--executor: {executor!r}; allowed: {', '.join(EXECUTORS)}")
     selected = select_stages(stages or params.stages)
+    # The plan's one bar is the run's progress: per-load bars of the workers and kernels would interleave
+    # with it on the terminal, and be widgets in the renders (a user's own session keeps its bars).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     store = Store()
     renders, paths = stale_renders(params, overrides, selected, Path(reports_dir), notebooks_dir, store, force)
     tasks = missing_tasks(params, selected, store) if compute_first else {}

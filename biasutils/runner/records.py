@@ -43,7 +43,8 @@ def run_hash(run: RunPoint, params: StudyParams, notebook: Path, code_hash: str)
     payload = {
         "notebook": notebook_source_hash(notebook),
         "point": run.point,
-        "params": params.model_dump(mode="json", exclude={"executor"}),  # where it ran changes no number
+        # where it ran changes no number, and the tolerance judges the record after the renders
+        "params": params.model_dump(mode="json", exclude={"executor", "reproduction"}),
         "code": code_hash,
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]

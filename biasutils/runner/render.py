@@ -9,7 +9,9 @@ a time, each kernel with an equal share of the cores.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -35,7 +37,6 @@ class Render:
     overrides: tuple[str, ...]
     notebook: Path
     rendered: Path
-    notebooks_dir: Path
     run_hash: str
 
     def label(self) -> str:
@@ -44,7 +45,7 @@ class Render:
     def __call__(self) -> str:
         """Execute and record (the kernel inherits its worker's share of the cores)."""
         with reads_logged() as log:
-            _render(self.run, self.params, self.overrides, self.notebook, self.rendered, self.notebooks_dir)
+            _render(self.run, self.params, self.overrides, self.notebook, self.rendered)
             artifacts = log.read_text().split() if log.exists() else []
         write_text_atomic(record_path(self.rendered),
                           record_yaml(self.run, self.params, self.overrides, self.run_hash, artifacts))
@@ -73,7 +74,6 @@ def _render(
     overrides: Sequence[str],
     notebook: Path,
     rendered: Path,
-    notebooks_dir: Path,
 ) -> None:
     """Execute into a temporary file and rename: a killed run never leaves a half-rendered notebook."""
     import papermill
@@ -81,10 +81,8 @@ def _render(
     rendered.parent.mkdir(parents=True, exist_ok=True)
     partial = rendered.with_name(f".{rendered.stem}.partial.ipynb")
     failed = rendered.with_name(f"{rendered.stem}.failed.ipynb")
-    offered = {
-        "profile": params.profile, "overrides": list(overrides), **run.point,
-        "reports_dir": str(rendered.parents[len(run.stage.axes)]),  # reports/<profile>
-    }
+    profile_dir = rendered.parents[len(run.stage.axes)]  # reports/<profile>: the kernel's working directory
+    offered = {"profile": params.profile, "overrides": list(overrides), **run.point, "reports_dir": "."}
     declared = papermill.inspect_notebook(str(notebook))
     parameters = {name: value for name, value in offered.items() if name in declared}
     try:
@@ -93,9 +91,10 @@ def _render(
             str(partial),
             parameters=parameters,
             kernel_name="python3",
-            cwd=str(notebooks_dir),
+            cwd=str(profile_dir),
             progress_bar=False,
             log_output=False,
+            **_local_kernel(),
         )
     except papermill.PapermillExecutionError as error:
         shutil.move(partial, failed)
@@ -104,4 +103,57 @@ def _render(
             f"the executed notebook with the traceback is at {failed}"
         ) from None
     failed.unlink(missing_ok=True)
+    write_text_atomic(partial, _without_machine_paths(partial.read_text(), notebook, rendered.relative_to(profile_dir.parent)))
     os.replace(partial, rendered)
+
+
+def _local_kernel() -> dict:
+    """Kernels on this machine talk over IPC sockets: no TCP port, and none of IPKernelApp's warning that
+    TCP is unencrypted (POSIX only; elsewhere papermill's default TCP)."""
+    if os.name != "posix":
+        return {}
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+        @default("ip")
+        def _own_sockets(self) -> str:  # the default, "kernel-ipc" in the working directory, is shared by kernels
+            return os.path.join(tempfile.gettempdir(), f"bias-kernel-{uuid.uuid4().hex}-ipc")
+
+    return {"kernel_manager_class": IPCKernelManager}
+
+
+def _without_machine_paths(text: str, notebook: Path, rendered: Path) -> str:
+    """papermill records where it read and wrote; the record keeps those paths relative to the repo."""
+    nb = json.loads(text)
+    nb["metadata"].get("papermill", {}).update(input_path=f"notebooks/{notebook.name}", output_path=rendered.as_posix())
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+# What a render must not hold: a warning, a path of the machine that rendered it, a secret's value.
+MACHINE_PATHS = ("/tmp/", "/home/", "/root/", "/Users/")
+SECRET_NAME = re.compile("KEY|TOKEN|SECRET")
+
+
+def render_problems(path: Path, repo: Path | None = None) -> list[str]:
+    """Each thing in a rendered notebook's outputs, metadata and code that a record must not hold: the
+    word ``Warning``, a machine path (:data:`MACHINE_PATHS`, the repository's absolute path), the value
+    of an environment variable whose name holds KEY, TOKEN or SECRET."""
+    from . import REPO
+
+    text = Path(path).read_text()
+    problems = [f"holds a warning: {_around(text, text.index('Warning'))}"] if "Warning" in text else []
+    for marker in (*MACHINE_PATHS, str(repo or REPO)):
+        if marker in text:
+            problems.append(f"holds the machine path {marker!r}: {_around(text, text.index(marker))}")
+    secrets = [name for name, value in os.environ.items() if SECRET_NAME.search(name) and len(value) >= 6 and value in text]
+    problems += [f"holds the value of ${name}" for name in secrets]
+    return problems
+
+
+def _around(text: str, at: int, width: int = 60) -> str:
+    return repr(text[max(0, at - width):at + width])

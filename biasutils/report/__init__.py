@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .config import GENDERS, StudyParams
-from .mix import BASELINE
-from .stats import GAP_SEPARATOR, RECORD_KEYS, record_rows
-from .store import Artifact, Store, write_text_atomic
+from ..config import GENDERS, StudyParams
+from ..mix import BASELINE
+from ..stats import GAP_SEPARATOR, RECORD_KEYS, record_rows
+from ..store import Artifact, Store, write_text_atomic
 
 
 def grid_points(params: StudyParams) -> list[tuple[str, str, float, int]]:
     """(attribute, bias type, ratio, seed) of every evaluated student: the evaluate stage's points (γ = 0 once)."""
-    from .runner import STAGES, expand
+    from ..runner import STAGES, expand
 
     evaluate = next(stage for stage in STAGES if stage.name == "evaluate")
     return [(r.point["attribute"], r.point["bias_type"], r.point["ratio"], r.point["seed"]) for r in expand(evaluate, params)]
@@ -42,7 +42,7 @@ def collect_metrics(params: StudyParams, store: Store, students: list | None = N
     pooled over seeds and the primary test, the misalignment rows, then the mitigations' rows (their
     students, probes and tests; :func:`biasutils.mitigate.stored_comparisons`). ``students``: the already
     loaded :func:`inheritance_students`, so a caller that needs them too reads the store once."""
-    from .multiround import record_rows as multiround_rows
+    from ..multiround import record_rows as multiround_rows
 
     parts = [collect_evaluations(params, store), collect_inheritance(params, store, students),
              collect_misalignment(params, store), collect_mitigations(params, store), multiround_rows(params, store)]
@@ -51,7 +51,7 @@ def collect_metrics(params: StudyParams, store: Store, students: list | None = N
 
 def collect_mitigations(params: StudyParams, store: Store) -> pd.DataFrame:
     """The mitigations' record rows; none when no mitigation is chosen."""
-    from .mitigate import mitigated_points, stored_comparisons
+    from ..mitigate import mitigated_points, stored_comparisons
 
     if not mitigated_points(params):
         return pd.DataFrame(columns=list(RECORD_KEYS))
@@ -70,10 +70,10 @@ def record_artifact(params: StudyParams, store: Store) -> Artifact:
     take half a minute on the 2-core CPU; the compute phase runs them, and ``08_report`` renders what is
     stored, like every other notebook.
     """
-    from .evaluate import evaluate_artifact
-    from .misalign import misalign_artifact, stereotype_artifact
-    from .mitigate import comparison_artifact, mitigated_points
-    from .multiround import multiround_artifact
+    from ..evaluate import evaluate_artifact
+    from ..misalign import misalign_artifact, stereotype_artifact
+    from ..mitigate import comparison_artifact, mitigated_points
+    from ..multiround import multiround_artifact
 
     inputs = [evaluate_artifact(params, attribute, bias_type, ratio, seed, task, store).key
               for attribute, bias_type, ratio, seed in grid_points(params) for task in params.grid.tasks]
@@ -104,7 +104,7 @@ def stored_record(params: StudyParams, store: Store) -> tuple[pd.DataFrame, pd.D
 
 def inheritance_students(params: StudyParams, store: Store) -> list:
     """Every evaluated student's stored occupation (and twin) predictions (:class:`inheritance.Student`)."""
-    from .inheritance import TASK, load_student
+    from ..inheritance import TASK, load_student
 
     if TASK not in params.grid.tasks:
         return []
@@ -116,7 +116,7 @@ def collect_inheritance(params: StudyParams, store: Store, students: list | None
     """Inheritance rows: each student's measures (task occupation_classification, its seed), each point's
     measures pooled over seeds (seed ``pooled``) and the primary test per bias type and γ (task
     ``inheritance_test``)."""
-    from .inheritance import POOLED, TASK, available_measures, pooled_rows, primary_tests, student_rows, test_record_rows
+    from ..inheritance import POOLED, TASK, available_measures, pooled_rows, primary_tests, student_rows, test_record_rows
 
     students = inheritance_students(params, store) if students is None else students
     if not students:
@@ -137,7 +137,7 @@ def collect_inheritance(params: StudyParams, store: Store, students: list | None
 
 def collect_evaluations(params: StudyParams, store: Store) -> pd.DataFrame:
     """Every metric row of every (grid point, task), with its context columns."""
-    from .evaluate import evaluate_artifact
+    from ..evaluate import evaluate_artifact
 
     rows: list[dict] = []
     for attribute, bias_type, ratio, seed in grid_points(params):
@@ -151,7 +151,7 @@ def collect_evaluations(params: StudyParams, store: Store) -> pd.DataFrame:
 def collect_misalignment(params: StudyParams, store: Store) -> pd.DataFrame:
     """The three misalignments of every generated data set (05), and the generator's stereotype agreement
     where its log-probabilities are at hand (a local generator, or a server that offers them)."""
-    from .misalign import misalign_artifact, stereotype_rows
+    from ..misalign import misalign_artifact, stereotype_rows
 
     tables = [pd.read_csv(misalign_artifact(params, attribute, bias_type, store).file("rows.csv"))
               for attribute in params.grid.attributes for bias_type in params.grid.bias_types]
@@ -165,7 +165,7 @@ SKIPPED_FILE = "skipped.txt"
 def skipped_analyses(params: StudyParams, store: Store) -> list[str]:
     """One line per analysis the record lacks, saying why: a reader of ``metrics.csv`` learns that rows are
     missing on purpose (the stereotype agreement, when the generator's server offers no log-probabilities)."""
-    from .misalign import stereotype_artifact, stereotype_note, stereotype_status
+    from ..misalign import stereotype_artifact, stereotype_note, stereotype_status
 
     stereotypes = stereotype_artifact(params, store)
     return [] if stereotype_status(stereotypes)["scored"] else [stereotype_note(stereotypes)]
@@ -333,7 +333,7 @@ def gap_trend(metrics: pd.DataFrame, task: str = "occupation_classification", me
 
 def pooled(metrics: pd.DataFrame, metric: str, group: str = "all") -> pd.DataFrame:
     """A measure pooled over seeds per (attribute, bias type, γ), the baseline copied under every bias type."""
-    from .inheritance import POOLED
+    from ..inheritance import POOLED
 
     rows = metrics[(metrics.seed.astype(str) == POOLED) & (metrics.metric == metric) & (metrics.group == group)]
     return with_baseline_per_bias_type(rows)
@@ -358,7 +358,7 @@ def twin_shift_figure(metrics: pd.DataFrame) -> plt.Figure:
 
 def share_figure(metrics: pd.DataFrame) -> plt.Figure:
     """Per occupation and student: the aligned TPR gap against the favoured group's share of the training mix."""
-    from .inheritance import POOLED
+    from ..inheritance import POOLED
 
     per_seed = metrics[metrics.seed.astype(str) != POOLED]
     keys = ["attribute", "bias_type", "ratio", "seed", "group"]
@@ -392,7 +392,7 @@ def _empty_figure(message: str) -> plt.Figure:
 def primary_test_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """The declared primary test and the other measures per attribute, bias type and γ: difference to the
     baseline with its interval, p, Holm-adjusted p and the minimum detectable effect."""
-    from .inheritance import TEST_TASK
+    from ..inheritance import TEST_TASK
 
     rows = metrics[metrics.task == TEST_TASK]
     if rows.empty:
@@ -488,7 +488,7 @@ def size_plan_rows(params: StudyParams, students: list, item_factors: tuple[int,
     bias types) and power: what a user must pay for a smaller MDE. Tidy rows: attribute, measure,
     test_items, seeds, mde.
     """
-    from .inheritance import available_measures, planned_mde, variance_parts
+    from ..inheritance import available_measures, planned_mde, variance_parts
 
     primary, n_boot = params.inheritance.primary, params.inheritance.n_boot
     rows = []
