@@ -189,7 +189,7 @@ def multiround_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table(frame: pd.DataFrame, digits: int = 2) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 and v else f"{v:.{digits}f}",
+    return frame.rename_axis(columns=None).to_html(index=False, float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 and v else f"{v:.{digits}f}",
                          na_rep="", border=0, classes="table")
 
 
