@@ -87,7 +87,7 @@ def add_audit_parser(commands: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> str:
     params = load_params(args.profile, args.overrides)
     stages = args.stages.split(",") if args.stages else None
-    runner.select_stages(stages)  # validate before importing papermill and starting kernels
+    selected = runner.select_stages(stages or params.stages)  # validate before importing papermill and starting kernels
     from .generate import check_backend
     from .inheritance import check_design
     from .models import check_hub_ids
@@ -106,7 +106,7 @@ def run_command(args: argparse.Namespace) -> str:
     rendered = runner.execute(params, args.overrides, stages, reports_dir=reports, force=args.force, jobs=args.jobs,
                               executor=args.executor, ray_address=args.ray_address)
     lines = [f"{len(rendered)} notebook(s) current under {profile_dir}", *render_notes(rendered)]
-    if "report" not in [stage.name for stage in runner.select_stages(stages or params.stages)]:
+    if "report" not in [stage.name for stage in selected]:
         return "\n".join([*lines, "reproduction: not checked (the report stage, which writes metrics.csv, did not run)"])
     comparison = reproduction.verify(committed, profile_dir, params.reproduction)
     lines += [comparison.summary(), f"  written: {profile_dir / reproduction.REPORT_FILE}",

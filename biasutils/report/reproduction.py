@@ -10,6 +10,7 @@ verdict: *identical*, *within tolerance* (params ``reproduction``), or *differs*
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 from dataclasses import dataclass, field
@@ -48,8 +49,6 @@ class Comparison:
     source: str
     tolerance: Reproduction
     rows: int = 0
-    values: int = 0
-    identical_values: int = 0
     added: pd.DataFrame = field(default_factory=pd.DataFrame)
     missing: pd.DataFrame = field(default_factory=pd.DataFrame)
     per_metric: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -61,9 +60,22 @@ class Comparison:
     def agrees(self) -> bool:
         return self.verdict in (IDENTICAL, WITHIN)
 
+    @property
+    def values(self) -> int:
+        return int(self.per_metric["values"].sum()) if not self.per_metric.empty else 0
+
+    @property
+    def identical_values(self) -> int:
+        return int(self.per_metric.identical.sum()) if not self.per_metric.empty else 0
+
+    def beyond(self) -> int:
+        return int(self.per_metric.beyond.sum()) if not self.per_metric.empty else 0
+
+    def rule(self) -> str:
+        return f"|Δ| ≤ {self.tolerance.atol:g} + {self.tolerance.rtol:g}·|committed|"
+
     def headline(self) -> str:
-        rule = f"|Δ| ≤ {self.tolerance.atol:g} + {self.tolerance.rtol:g}·|committed|"
-        return f"reproduction: {self.verdict} ({rule}) against {self.source}"
+        return f"reproduction: {self.verdict} ({self.rule()}) against {self.source}"
 
     def summary(self) -> str:
         """The lines the runner prints: counts, the largest differences, the artifact keys."""
@@ -83,14 +95,11 @@ class Comparison:
             lines += [f"  {name}: {_row_label(row)}" for row in frame.head(10).to_dict("records")]
         return "\n".join(lines)
 
-    def beyond(self) -> int:
-        return int(self.per_metric.beyond.sum()) if not self.per_metric.empty else 0
-
     def markdown(self) -> str:
         """``reproduction.md``: the verdict, every differing, added and missing row, and the per-metric table."""
         parts = [f"# Reproduction\n\n**{self.verdict}** against {self.source}.\n",
-                 f"A value agrees when |reproduced − committed| ≤ {self.tolerance.atol:g} + {self.tolerance.rtol:g} × "
-                 f"|committed| (params `reproduction`; the reason is in `biasutils.config.Reproduction`).\n"]
+                 f"A value agrees when {self.rule()} (params `reproduction`; the reason is in "
+                 f"`biasutils.config.Reproduction`).\n"]
         if self.verdict == NO_RECORD:
             return "\n".join([*parts, "There was no committed `metrics.csv` to compare with.\n"])
         parts.append(f"- rows compared: {self.rows:,}; added: {len(self.added)}; missing: {len(self.missing)}\n"
@@ -116,9 +125,8 @@ def _row_label(row: dict) -> str:
 def read_record(text: str) -> pd.DataFrame:
     """``metrics.csv`` text → keys as strings (``round`` empty where absent) and values as floats."""
     frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    for column in ("round",):
-        if column not in frame:
-            frame[column] = ""
+    if "round" not in frame:
+        frame["round"] = ""
     for column in VALUE_COLUMNS:
         frame[column] = pd.to_numeric(frame[column].replace("", np.nan))
     return frame
@@ -138,8 +146,13 @@ def _from_disk(profile_dir: Path) -> CommittedRecord:
     return CommittedRecord(
         source=f"the {METRICS_FILE} found before the run",
         metrics=read_record(metrics.read_text()) if metrics.exists() else None,
-        artifacts={str(p.relative_to(profile_dir)): _artifact_keys(p.read_text()) for p in sorted(profile_dir.rglob("*.run.yaml"))},
+        artifacts=_records_on_disk(profile_dir),
     )
+
+
+def _records_on_disk(profile_dir: Path) -> dict[str, frozenset[str]]:
+    """Each render record under ``profile_dir`` (its path there) → the artifact keys it names."""
+    return {str(p.relative_to(profile_dir)): _artifact_keys(p.read_text()) for p in sorted(profile_dir.rglob("*.run.yaml"))}
 
 
 def _from_git(profile_dir: Path) -> CommittedRecord | None:
@@ -163,8 +176,8 @@ def _from_git(profile_dir: Path) -> CommittedRecord | None:
     )
 
 
-def _git(cwd: Path, *args: str, stdin: str | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True, check=True).stdout
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
 def _git_blobs(cwd: Path, paths: list[str]) -> list[str]:
@@ -205,8 +218,7 @@ def compare_records(committed: pd.DataFrame | None, reproduced: pd.DataFrame, to
     differing = long[long.beyond].drop(columns=["identical", "beyond"]).sort_values("abs_diff", ascending=False, ignore_index=True)
     identical = bool(long.identical.all()) and added.empty and missing.empty
     verdict = IDENTICAL if identical else WITHIN if differing.empty and added.empty and missing.empty else DIFFERS
-    return Comparison(verdict=verdict, source=source, tolerance=tolerance, rows=len(both), values=len(long),
-                      identical_values=int(long.identical.sum()), added=added, missing=missing,
+    return Comparison(verdict=verdict, source=source, tolerance=tolerance, rows=len(both), added=added, missing=missing,
                       per_metric=per_metric, differing=differing)
 
 
@@ -227,9 +239,10 @@ def verify(committed: CommittedRecord, profile_dir: Path, tolerance: Reproductio
     metrics = profile_dir / METRICS_FILE
     reproduced = read_record(metrics.read_text()) if metrics.exists() else read_record(",".join(RECORD_KEYS) + ",round\n")
     comparison = compare_records(committed.metrics, reproduced, tolerance, committed.source)
-    now = {str(p.relative_to(profile_dir)): _artifact_keys(p.read_text()) for p in sorted(profile_dir.rglob("*.run.yaml"))}
-    changes = {render: (sorted(committed.artifacts.get(render, frozenset()) - keys), sorted(keys - committed.artifacts.get(render, frozenset())))
+    now = _records_on_disk(profile_dir)
+    before = {render: committed.artifacts.get(render, frozenset()) for render in now}
+    changes = {render: (sorted(before[render] - keys), sorted(keys - before[render]))
                for render, keys in now.items() if committed.artifacts.get(render) != keys}
-    comparison = Comparison(**{**vars(comparison), "artifact_changes": changes, "renders": len(now)})
+    comparison = dataclasses.replace(comparison, artifact_changes=changes, renders=len(now))
     write_text_atomic(profile_dir / REPORT_FILE, comparison.markdown())
     return comparison

@@ -57,13 +57,14 @@ class RenderedNotebook:
 def rendered_notebooks(profile_dir: Path) -> list[RenderedNotebook]:
     """Every render with a record, in pipeline order then by point."""
     from ..runner.grid import STAGES
+    from ..runner.records import record_path
 
     stage_of = {stage.notebook: stage.name for stage in STAGES}
     order = {stage.name: i for i, stage in enumerate(STAGES)}
     found = []
-    for record in profile_dir.rglob("*.run.yaml"):
-        notebook = record.with_name(record.name.removesuffix(".run.yaml") + ".ipynb")
-        if SITE_DIR in record.relative_to(profile_dir).parts or not notebook.exists():
+    for notebook in profile_dir.rglob("*.ipynb"):
+        record = record_path(notebook)
+        if SITE_DIR in notebook.relative_to(profile_dir).parts or not record.exists():
             continue
         saved = yaml.safe_load(record.read_text()) or {}
         found.append(RenderedNotebook(notebook.relative_to(profile_dir), stage_of.get(notebook.name, "other"),
@@ -81,8 +82,9 @@ def build_site(profile_dir: Path, out: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
         staging = Path(scratch) / out.name
         staging.mkdir()
+        exporter = _page_exporter()
         for render in renders:
-            _write_page(profile_dir, render, staging)
+            _write_page(exporter, profile_dir, render, staging)
         figures = _copy_figures(profile_dir, staging)
         metrics = _read_metrics(profile_dir)
         (staging / "metrics.html").write_text(metrics_page(metrics))
@@ -93,12 +95,17 @@ def build_site(profile_dir: Path, out: Path | None = None) -> Path:
     return out / "index.html"
 
 
-def _write_page(profile_dir: Path, render: RenderedNotebook, site: Path) -> None:
+def _page_exporter() -> Any:
+    """nbconvert's JupyterLab exporter with the site's template (one per build: it loads the templates)."""
     import jinja2
-    import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"site.html.j2": SITE_TEMPLATE})], template_file="site.html.j2")
+    return HTMLExporter(extra_loaders=[jinja2.DictLoader({"site.html.j2": SITE_TEMPLATE})], template_file="site.html.j2")
+
+
+def _write_page(exporter: Any, profile_dir: Path, render: RenderedNotebook, site: Path) -> None:
+    import nbformat
+
     page = site / render.page
     page.parent.mkdir(parents=True, exist_ok=True)
     home = os.path.relpath(site / "index.html", page.parent)
@@ -125,8 +132,11 @@ def _read_metrics(profile_dir: Path) -> pd.DataFrame:
 
 def _record_params(profile_dir: Path) -> StudyParams | None:
     """The parameters the record was made with: those of the report notebook's render."""
-    record = next(iter(profile_dir.glob("08_report.run.yaml")), None)
-    return StudyParams.model_validate(yaml.safe_load(record.read_text())["params"]) if record else None
+    from ..runner.grid import STAGES
+    from ..runner.records import record_path
+
+    record = record_path(profile_dir / next(stage.notebook for stage in STAGES if stage.name == "report"))
+    return StudyParams.model_validate(yaml.safe_load(record.read_text())["params"]) if record.exists() else None
 
 
 # ---------------------------------------------------------------------------------------------- the finding

@@ -103,8 +103,8 @@ def _render(
             f"the executed notebook with the traceback is at {failed}"
         ) from None
     failed.unlink(missing_ok=True)
-    write_text_atomic(partial, _without_machine_paths(partial.read_text(), notebook, rendered.relative_to(profile_dir.parent)))
-    os.replace(partial, rendered)
+    write_text_atomic(rendered, _without_machine_paths(partial.read_text(), notebook, rendered.relative_to(profile_dir.parent)))
+    partial.unlink()
 
 
 def _local_kernel() -> dict:
@@ -139,7 +139,7 @@ MACHINE_PATHS = ("/tmp/", "/home/", "/root/", "/Users/")
 SECRET_NAME = re.compile("KEY|TOKEN|SECRET")
 
 
-def render_problems(path: Path, repo: Path | None = None) -> list[str]:
+def render_problems(path: Path) -> list[str]:
     """Each thing in a rendered notebook's outputs, metadata and code that a record must not hold: the
     word ``Warning``, a machine path (:data:`MACHINE_PATHS`, the repository's absolute path), the value
     of an environment variable whose name holds KEY, TOKEN or SECRET."""
@@ -147,7 +147,7 @@ def render_problems(path: Path, repo: Path | None = None) -> list[str]:
 
     text = Path(path).read_text()
     problems = [f"holds a warning: {_around(text, text.index('Warning'))}"] if "Warning" in text else []
-    for marker in (*MACHINE_PATHS, str(repo or REPO)):
+    for marker in (*MACHINE_PATHS, str(REPO)):
         if marker in text:
             problems.append(f"holds the machine path {marker!r}: {_around(text, text.index(marker))}")
     secrets = [name for name, value in os.environ.items() if SECRET_NAME.search(name) and len(value) >= 6 and value in text]
