@@ -120,3 +120,10 @@ def test_a_fresh_store_reproduces_the_record_identically_and_a_changed_seed_diff
     assert "reproduction: differs" in out and "differs: gender/" in out
     written = (reports / "smoke" / "reproduction.md").read_text()
     assert "## Rows that differ" in written and "occupation_classification" in written
+
+
+def test_a_bad_tolerance_is_refused_naming_the_field_before_any_work(tmp_path, capsys) -> None:
+    code = main(["run", "--profile", "smoke", "--reports", str(tmp_path), "--set", "reproduction.atol=-1"])
+    assert code == 2
+    assert "reproduction.atol: -1: Input should be greater than or equal to 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing rendered"
