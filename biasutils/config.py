@@ -49,6 +49,7 @@ DataSource = Literal["offline", "bias_in_bios"]
 Mitigation = Literal["none", "token", "mask", "loss"]
 StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "mitigate", "multiround", "report"]
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 
 BIAS_TYPES: tuple[str, ...] = get_args(BiasType)
 MITIGATIONS: tuple[str, ...] = get_args(Mitigation)
@@ -430,6 +431,10 @@ class StudyParams(_Strict):
     )
     seed: int = 0
     device: Device = "auto"
+    dtype: Precision = Field(
+        "auto", description="the models' weights and compute: auto = bfloat16 on CUDA, float32 on a CPU "
+        "(bf16 is ~60x slower on CPUs without bf16 units); a stated dtype joins every model artifact's key",
+    )
     models: Models = Field(default_factory=Models)
     data: Data = Field(default_factory=Data)
     grid: Grid = Field(default_factory=Grid)
@@ -636,6 +641,17 @@ def _fields_at(loc: Sequence[Any]) -> list[str]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
     return list(model.model_fields)
+
+
+def precision_key(params: StudyParams) -> dict[str, str]:
+    """The dtype's part of a model artifact's key: ``{"dtype": ...}`` when one is stated, else nothing.
+
+    Why not the resolved dtype: ``auto`` follows the device, which is not in any key either (an ``auto``
+    store is the machine's); resolving it would import torch in every render. A stated dtype is a
+    different computation on every machine (bf16 rounds every product), so it is keyed, and a bf16
+    student never reads a float32 one's cache.
+    """
+    return {} if params.dtype == "auto" else {"dtype": params.dtype}
 
 
 def resolve_device(params: StudyParams) -> str:

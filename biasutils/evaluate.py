@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import StudyParams, resolve_device
+from .config import StudyParams, precision_key, resolve_device
 from .finetune import (
-    Example, collate, decoder_parts, final_hidden, frozen_layer_count, head_logits, lower_activations, prompt_text,
+    Example, collate, decoder_parts, final_hidden, frozen_layer_count, head_logits, lower_activations, placement,
+    prompt_text,
 )
 from .store import Artifact, Store, canonical_json, write_jsonl, write_text_atomic
 
@@ -103,7 +104,7 @@ class Scorer:
         self.n_frozen = frozen_layer_count(model, params.finetune) if cached is not None else 0
         self.n_layers = decoder_parts(model)[0].config.num_hidden_layers
         self.batch_size = batch_size
-        self.device = next(model.parameters()).device
+        self.device, self.dtype = placement(model)
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class Scorer:
         import torch
 
         examples = [Example(s.key, s.ids, 0, "", "") for s in sequences]
-        batch = collate(examples, self.cached, self.device, self.tokenizer.pad_token_id)
+        batch = collate(examples, self.cached, self.device, self.tokenizer.pad_token_id, self.dtype)
         with torch.inference_mode():
             return final_hidden(self.model, batch, (self.n_frozen, self.n_layers) if self.cached is not None else None, last)
 
@@ -219,7 +220,7 @@ def task_activations(params: StudyParams, task: str, items: Sequence[Any], store
     """
     from safetensors.torch import load_file, save_file
 
-    from .models import load_causal_lm, load_tokenizer, model_dir
+    from .models import load_study_lm, load_tokenizer, model_dir
 
     if params.finetune.lora.top_layers is None or not items:
         return None
@@ -227,11 +228,11 @@ def task_activations(params: StudyParams, task: str, items: Sequence[Any], store
     sequences = scored_sequences(items, tokenizer, params)
     if not sequences:
         return None
-    key_params = {"student": params.models.student, "top_layers": params.finetune.lora.top_layers, "task": task,
+    key_params = {"student": params.models.student, **precision_key(params), "top_layers": params.finetune.lora.top_layers, "task": task,
                   "sequences": canonical_json([[s.key, s.ids] for s in sequences])}
 
     def compute(out: Path, scratch: Path) -> None:
-        model, _ = load_causal_lm(params.models.student, store, resolve_device(params))
+        model, _ = load_study_lm(params, params.models.student, store)
         examples = [Example(s.key, s.ids, 0, "", "") for s in sequences]
         hidden = lower_activations(model, examples, frozen_layer_count(model, params.finetune))
         save_file({e.id: h.contiguous() for e, h in zip(examples, hidden)}, str(out / "activations.safetensors"))

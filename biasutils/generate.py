@@ -301,6 +301,7 @@ class TransformersBackend:
     top_p: float
     continues_prefix: bool = True
     adapter: Artifact | None = None  # a fine-tune's adapter on the model: a multi-round student writing the next round
+    dtype: str = "auto"  # params dtype
     _loaded: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
     def settings(self) -> dict[str, Any]:
@@ -308,6 +309,7 @@ class TransformersBackend:
             "backend": "transformers", "model": self.model_name, "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature, "top_p": self.top_p, "batch_size": self.batch_size,
             **({"adapter": self.adapter.key} if self.adapter is not None else {}),
+            **({"dtype": self.dtype} if self.dtype != "auto" else {}),
         }
 
     def load(self) -> tuple[Any, Any]:
@@ -317,7 +319,7 @@ class TransformersBackend:
             from .config import concrete_device
             from .models import load_causal_lm
 
-            model, tokenizer = load_causal_lm(self.model_name, self.store, concrete_device(self.device))
+            model, tokenizer = load_causal_lm(self.model_name, self.store, concrete_device(self.device), self.dtype)
             if self.adapter is not None:
                 from .finetune import with_adapter
 
@@ -551,6 +553,7 @@ def make_backend(params: StudyParams, store: Store, device: str, adapter: Artifa
         return TransformersBackend(
             model_name=params.models.student, store=store, device=device, batch_size=g.batch_size,
             max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, adapter=adapter,
+            dtype=params.dtype,
         )
     if g.backend == "vllm":
         return VLLMBackend(
@@ -566,7 +569,7 @@ def make_backend(params: StudyParams, store: Store, device: str, adapter: Artifa
         )
     return TransformersBackend(
         model_name=params.models.generator, store=store, device=device, batch_size=g.batch_size,
-        max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+        max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, dtype=params.dtype,
     )
 
 

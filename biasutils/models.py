@@ -29,6 +29,7 @@ from biasutils.packages import package_dir
 from biasutils.store import Store
 
 if TYPE_CHECKING:  # torch, transformers and sentence-transformers are imported only when a model loads
+    import torch
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -64,13 +65,14 @@ def model_dir(name: str, store: Store) -> str:
 
 
 def load_causal_lm(
-    name: str, store: Store, device: str = "cpu"
+    name: str, store: Store, device: str = "cpu", dtype: str = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM in eval mode and its tokenizer.
 
-    bfloat16 on CUDA (what the GPUs are fast at), float32 on CPU (bf16 is ~60x slower on CPUs without
-    bf16 units). ``device`` is ``"cpu"`` or ``"cuda"``; resolve ``"auto"`` with
-    :func:`biasutils.config.resolve_device` first. The tokenizer keeps its chat template and always
+    ``dtype`` (params ``dtype``): ``auto`` is bfloat16 on CUDA (what the GPUs are fast at) and float32
+    on a CPU (bf16 is ~60x slower on CPUs without bf16 units); a stated dtype holds on either device
+    (the tests run bf16 students on the CPU). ``device`` is ``"cpu"`` or ``"cuda"``; resolve ``"auto"``
+    with :func:`biasutils.config.resolve_device` first. The tokenizer keeps its chat template and always
     has a pad token (the EOS token if the checkpoint names none). Its padding side is left as the
     checkpoint says (right for SmolLM2): batched generation must set ``tokenizer.padding_side =
     "left"`` itself, training usually wants right padding, so the choice belongs to the caller.
@@ -79,13 +81,28 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     path = model_dir(name, store)
-    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype, device), device_map=device)
     model.eval()
     tokenizer = load_tokenizer(path)
     if model.generation_config.pad_token_id is None:  # else generate() warns on every call
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def torch_dtype(dtype: str, device: str) -> torch.dtype:
+    """The torch dtype params ``dtype`` names on ``device``: ``auto`` is bfloat16 on CUDA, float32 elsewhere."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_study_lm(params: StudyParams, name: str, store: Store) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``name`` (``models.student`` or ``models.generator``) on the device and in the dtype ``params`` name."""
+    from biasutils.config import resolve_device
+
+    return load_causal_lm(name, store, resolve_device(params), params.dtype)
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:

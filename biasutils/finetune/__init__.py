@@ -30,7 +30,7 @@ from .format import (
 )
 from .forward import (
     ExtraLoss, WINDOWED_MODEL_TYPES, decoder_parts, final_hidden, frozen_layer_count, head_logits, layer_slice,
-    lower_activations, step_loss, trained_slice,
+    lower_activations, placement, step_loss, trained_slice,
 )
 from .training import (
     BatchPlan, TrainState, answer_logits, check_adapter_changes_outputs, lora_config, restore_rng_state, resume,
@@ -46,6 +46,6 @@ __all__ = [
     "VERSION", "WINDOWED_MODEL_TYPES", "activations_artifact", "answer_logits", "answer_text", "cached_activations",
     "check_adapter_changes_outputs", "collate", "decoder_parts", "encode", "final_hidden", "finetune_artifact",
     "frozen_layer_count", "head_logits", "layer_slice", "load_activations", "load_student", "lora_config",
-    "lower_activations", "prompt_text", "restore_rng_state", "resume", "rng_state", "save_checkpoint", "step_loss",
+    "lower_activations", "placement", "prompt_text", "restore_rng_state", "resume", "rng_state", "save_checkpoint", "step_loss",
     "train", "trained_slice", "trainable_student", "training_sources", "with_adapter",
 ]

@@ -113,8 +113,16 @@ class Batch:
         return {key: self.inputs, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
 
-def collate(examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | None, device: Any, pad: int = 0) -> Batch:
-    """Left padding puts every answer at the end, so one window of K positions covers all answers."""
+def collate(
+    examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | None, device: Any, pad: int = 0,
+    dtype: torch.dtype | None = None,
+) -> Batch:
+    """Left padding puts every answer at the end, so one window of K positions covers all answers.
+
+    Cached activations are stored in the dtype that computed them (:func:`~.forward.lower_activations`);
+    ``dtype`` is the student's: the batch is built in it and moved to ``device`` once, so a bf16 student
+    on a GPU gets bf16 ``inputs_embeds`` there (default: the cache's own dtype).
+    """
     import torch
 
     width = max(len(e.input_ids) for e in examples)
@@ -125,8 +133,8 @@ def collate(examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | No
         mask[i, width - len(e.input_ids) :] = 1
         tokens[i, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
     if cached is not None:
-        hidden = next(iter(cached.values())).shape[-1]
-        inputs = torch.zeros((len(examples), width, hidden))
+        first = next(iter(cached.values()))
+        inputs = torch.zeros((len(examples), width, first.shape[-1]), dtype=dtype or first.dtype)
         for i, e in enumerate(examples):
             inputs[i, width - len(e.input_ids) :] = cached[e.id]
     else:

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import StudyParams, resolve_device
+from ..config import StudyParams, precision_key, resolve_device
 from ..store import Artifact, Store, canonical_json, read_jsonl, write_text_atomic
 from .format import collate, encode
-from .forward import ExtraLoss, frozen_layer_count, lower_activations, trained_slice
+from .forward import ExtraLoss, frozen_layer_count, lower_activations, placement, trained_slice
 from .training import BatchPlan, check_adapter_changes_outputs, peft_wrapping, train, trainable_student
 
 if TYPE_CHECKING:
@@ -34,17 +34,17 @@ def activations_artifact(
     """Cached bottom-layer activations of every row of ``source/filename`` for the student model."""
     from safetensors.torch import save_file
 
-    from ..models import load_causal_lm
+    from ..models import load_study_lm
 
     ft = params.finetune
     key_params = {
-        "student": params.models.student, "top_layers": ft.lora.top_layers, "file": filename,
+        "student": params.models.student, **precision_key(params), "top_layers": ft.lora.top_layers, "file": filename,
         "with_answer": with_answer, "system": ft.system, "instruction": ft.instruction, "max_length": ft.max_length,
         **{k: v for k, v in ft.key_fields().items() if k in ("objective", "write_instruction", "write_max_tokens")},
     }
 
     def compute(out: Path, scratch: Path) -> None:
-        model, tokenizer = load_causal_lm(params.models.student, store, resolve_device(params))
+        model, tokenizer = load_study_lm(params, params.models.student, store)
         examples = encode(read_jsonl(source.file(filename)), tokenizer, ft, with_answer)
         hidden = lower_activations(model, examples, frozen_layer_count(model, ft))
         save_file({e.id: h.contiguous() for e, h in zip(examples, hidden)}, str(out / "activations.safetensors"))
@@ -98,7 +98,7 @@ def finetune_artifact(
     ft = params.finetune
     key_params = {
         # the baseline's lr and epochs are in the key, so attributes trained alike share its student
-        "student": params.models.student, "seed": seed,
+        "student": params.models.student, **precision_key(params), "seed": seed,
         "attribute": attribute if extra_loss_key else key_attribute(attribute, bias_type),
         # gradient checkpointing trades memory for time and leaves every number as it was: not in the key
         "finetune": {
@@ -118,7 +118,8 @@ def finetune_artifact(
         plan = batch_plan([e.source for e in examples]) if batch_plan else None
         state = train(model, examples, cached, n_frozen, ft, attribute, seed, scratch, extra_loss, tokenizer.pad_token_id, plan)
         seconds = sum(state.epoch_seconds)  # every kept epoch, timed in the process that ran it
-        probe = collate(examples[:8], cached, next(model.parameters()).device, tokenizer.pad_token_id)
+        on, dtype = placement(model)
+        probe = collate(examples[:8], cached, on, tokenizer.pad_token_id, dtype)
         change = check_adapter_changes_outputs(model, probe, trained_slice(model, n_frozen))
         model.save_pretrained(str(out / "adapter"))
         write_text_atomic(out / "loss.json", json.dumps(state.curve))
@@ -148,7 +149,7 @@ def load_student(
     """
     from ..models import load_causal_lm
 
-    model, tokenizer = load_causal_lm(params.models.student, store, device)
+    model, tokenizer = load_causal_lm(params.models.student, store, device, params.dtype)
     if adapter is None:
         return model, tokenizer
     return with_adapter(model, adapter, merge), tokenizer

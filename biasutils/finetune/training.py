@@ -17,7 +17,9 @@ import numpy as np
 from ..config import Finetune, StudyParams
 from ..store import Store
 from .format import Batch, Example, FinetuneError, collate
-from .forward import ExtraLoss, decoder_parts, final_hidden, frozen_layer_count, head_logits, step_loss, trained_slice
+from .forward import (
+    ExtraLoss, decoder_parts, final_hidden, frozen_layer_count, head_logits, placement, step_loss, trained_slice,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +65,7 @@ def trainable_student(params: StudyParams, store: Store, device: str, seed: int)
             return (*loaded, "unsloth")
     from peft import get_peft_model
 
-    model, tokenizer = load_causal_lm(params.models.student, store, device)
+    model, tokenizer = load_causal_lm(params.models.student, store, device, params.dtype)
     n_layers = decoder_parts(model)[0].config.num_hidden_layers
     torch.manual_seed(seed)
     with peft_wrapping():
@@ -177,7 +179,7 @@ def train(
     import torch
 
     torch.manual_seed(seed)
-    device = next(model.parameters()).device
+    device, dtype = placement(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=finetune.lr[attribute], weight_decay=finetune.weight_decay)
     state = resume(scratch, model, optimizer)
@@ -192,7 +194,7 @@ def train(
         else:
             batches = batch_plan(rng)
         for rows in batches:
-            batch = collate([examples[i] for i in rows], cached, device, pad_id)
+            batch = collate([examples[i] for i in rows], cached, device, pad_id, dtype)
             loss, parts = step_loss(model, batch, layers, extra_loss)
             if not math.isfinite(float(loss.detach())):
                 raise FinetuneError(f"the loss became {float(loss)} at epoch {epoch}; lower finetune.lr")

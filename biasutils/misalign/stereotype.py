@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import StudyParams
+from ..config import StudyParams, precision_key
 from ..store import Artifact, Store, artifact_key, canonical_json, write_text_atomic
 from ..tasks import Item
 from .stage import STEREOTYPE_STAGE, STEREOTYPE_VERSION, misalignment_rows
@@ -142,7 +142,7 @@ def stereotype_scorer(params: StudyParams) -> dict[str, str | None]:
     if params.generate.backend == "openai":
         settings = params.generate.openai
         return {"backend": "openai", "model": settings.model, "base_url": settings.base_url}
-    return {"backend": "transformers", "model": params.models.generator}
+    return {"backend": "transformers", "model": params.models.generator, **precision_key(params)}
 
 
 def stereotype_artifact(params: StudyParams, store: Store) -> Artifact:
@@ -183,11 +183,10 @@ def _stereotype_scores(items: Sequence[Item], params: StudyParams, store: Store)
     """Option scores of the stereotype items by the generator, and how many needed a bound."""
     if params.generate.backend == "openai":
         return openai_option_scores(items, params, store)
-    from ..config import resolve_device
     from ..evaluate import Scorer
-    from ..models import load_causal_lm
+    from ..models import load_study_lm
 
-    model, tokenizer = load_causal_lm(params.models.generator, store, resolve_device(params))
+    model, tokenizer = load_study_lm(params, params.models.generator, store)
     return Scorer(model, tokenizer, params).choice(items), 0
 
 

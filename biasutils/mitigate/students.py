@@ -175,18 +175,19 @@ def student_representations(params: StudyParams, model: Any, tokenizer: Any, att
     import torch
 
     from ..finetune import (
-        cached_activations, collate, encode, final_hidden, frozen_layer_count, trained_slice, training_sources,
+        cached_activations, collate, encode, final_hidden, frozen_layer_count, placement, trained_slice,
+        training_sources,
     )
 
     examples = encode(read_jsonl(mix.file("train.jsonl")), tokenizer, params.finetune)
     n_frozen = frozen_layer_count(model, params.finetune)
     cached = cached_activations(params, training_sources(params, attribute, bias_type, store), store) if n_frozen else None
     layers = trained_slice(model, n_frozen)
-    device = next(model.parameters()).device
+    device, dtype = placement(model)
     pooled = []
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start : start + batch_size], cached, device, tokenizer.pad_token_id)
+            batch = collate(examples[start : start + batch_size], cached, device, tokenizer.pad_token_id, dtype)
             pooled.append(pooled_states(final_hidden(model, batch, layers).float(), batch.attention_mask).cpu().numpy())
     phi, sources = np.vstack(pooled), np.array([e.source for e in examples])
     return phi[sources == ORIGINAL], phi[sources == AUGMENTED]
