@@ -234,6 +234,12 @@ class Finetune(_Strict):
         description="recompute layer activations in the backward pass (peft backend): less GPU memory, ~1/3 more "
         "compute, the same numbers; unsloth always checkpoints its own way",
     )
+    packing: bool = Field(
+        False, description="train on packed batches: a batch's examples end to end in one row, no padding, attention "
+        "kept within each example (biasutils.finetune.pack); the same loss and gradients up to float rounding, so "
+        "it is in the key only when on. On a GPU it removes the padding's work; on a CPU the windowed top layer of "
+        "padded batches is faster (bench/RESULTS.md)",
+    )
     system: str = "You classify biographies by occupation."
     instruction: str = (
         "Which occupation is this biography about: architect, dentist, nurse, painter, professor or software engineer?"
@@ -250,8 +256,9 @@ class Finetune(_Strict):
 
     def key_fields(self) -> dict[str, Any]:
         """What the fine-tune's cache keys hold: every field but gradient checkpointing (it changes no number),
-        and the writing fields only when they are used, so the main study's keys stay as they were."""
+        and the writing fields and packing only when they are used, so the main study's keys stay as they were."""
         exclude = {"gradient_checkpointing"} | ({"objective", "write_instruction", "write_max_tokens"} if self.objective == "classify" else set())
+        exclude |= set() if self.packing else {"packing"}
         return self.model_dump(mode="json", exclude=exclude)
 
     @field_validator("lora")

@@ -1,5 +1,6 @@
 """The training format: a biography and its occupation as the tokens the student trains on (:func:`encode`),
-and left-padded batches of them (:func:`collate`), from token ids or from cached activations."""
+and batches of them, from token ids or from cached activations: left-padded (:func:`collate`) or packed
+end to end without padding (:func:`pack`, ``finetune.packing``)."""
 
 from __future__ import annotations
 
@@ -146,4 +147,52 @@ def collate(
     return Batch(
         inputs.to(device), mask.to(device), position_ids.to(device), labels.to(device), window,
         [e.source for e in examples], [e.group for e in examples], any(e.id.endswith(WRITE_SUFFIX) for e in examples),
+    )
+
+
+@dataclass
+class PackedBatch:
+    """A batch as one row without padding: the examples end to end, positions restarting at 0 in each.
+
+    Why no attention mask: given position ids that restart and no 2-D mask, transformers keeps attention
+    within each example, by a block-causal mask (SDPA, eager) or by passing the boundaries to flash
+    attention's variable-length kernels. The loss reads ``reads`` only: the positions whose next token is
+    an answer token, so the LM head runs there and nowhere else.
+    """
+
+    inputs: torch.Tensor  # [1, N] token ids or [1, N, H] cached activations
+    position_ids: torch.Tensor  # [1, N]
+    reads: torch.Tensor  # [M] positions whose next token is an answer token
+    targets: torch.Tensor  # [M] those answer tokens
+    lengths: list[int]
+    sources: list[str]
+    groups: list[str]
+
+    def forward_kwargs(self) -> dict[str, torch.Tensor]:
+        import torch
+
+        key = "input_ids" if self.inputs.dtype == torch.long else "inputs_embeds"
+        return {key: self.inputs, "position_ids": self.position_ids}
+
+
+def pack(
+    examples: Sequence[Example], cached: Mapping[str, torch.Tensor] | None, device: Any, pad: int = 0,
+    dtype: torch.dtype | None = None,
+) -> PackedBatch:
+    """The examples of a batch packed into one row (:class:`PackedBatch`); the arguments are :func:`collate`'s
+    (``pad`` is unused: nothing is padded)."""
+    import torch
+
+    lengths = [len(e.input_ids) for e in examples]
+    ends = torch.tensor(lengths).cumsum(0).tolist()
+    reads = [p for e, end in zip(examples, ends) for p in range(end - e.answer_len - 1, end - 1)]
+    targets = [t for e in examples for t in e.input_ids[len(e.input_ids) - e.answer_len :]]
+    if cached is not None:
+        inputs = torch.cat([cached[e.id] for e in examples]).to(dtype or cached[examples[0].id].dtype)[None]
+    else:
+        inputs = torch.tensor([t for e in examples for t in e.input_ids])[None]
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    return PackedBatch(
+        inputs.to(device), positions.to(device), torch.tensor(reads, device=device), torch.tensor(targets, device=device),
+        lengths, [e.source for e in examples], [e.group for e in examples],
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import Finetune
-from .format import Batch, Example, FinetuneError
+from .format import Batch, Example, FinetuneError, PackedBatch
 
 if TYPE_CHECKING:
     import torch
@@ -109,6 +109,14 @@ def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: Any) -> 
     return ids.to(device), mask.to(device)
 
 
+def in_student_dtype(model: nn.Module, batch: Any) -> Any:
+    """``batch`` with cached activations in the student's dtype (a batch collated without it: a cast here)."""
+    _, dtype = placement(model)
+    if batch.inputs.is_floating_point() and batch.inputs.dtype != dtype:
+        batch = dataclasses.replace(batch, inputs=batch.inputs.to(dtype))
+    return batch
+
+
 def final_hidden(model: nn.Module, batch: Batch, layers: tuple[int, int] | None, last: int | None = None) -> torch.Tensor:
     """The decoder's last hidden states for a batch; ``layers`` runs only that slice (cached inputs).
 
@@ -118,9 +126,7 @@ def final_hidden(model: nn.Module, batch: Batch, layers: tuple[int, int] | None,
     apply (no slice, an unsupported model, active dropout, gradient checkpointing) it is the full forward.
     """
     decoder, _ = decoder_parts(model)
-    _, dtype = placement(model)
-    if batch.inputs.is_floating_point() and batch.inputs.dtype != dtype:  # a batch collated without the student's dtype
-        batch = dataclasses.replace(batch, inputs=batch.inputs.to(dtype))
+    batch = in_student_dtype(model, batch)
     if layers is None or last is None or not _windowed_top_layer_applies(decoder, batch, layers, last):
         with layer_slice(decoder, *layers) if layers else contextlib.nullcontext():
             return decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state
@@ -234,7 +240,7 @@ def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def step_loss(
-    model: nn.Module, batch: Batch, layers: tuple[int, int] | None, extra_loss: ExtraLoss | None = None
+    model: nn.Module, batch: Batch | PackedBatch, layers: tuple[int, int] | None, extra_loss: ExtraLoss | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy on the answer tokens (+ the extra term); ``layers`` restricts the decoder to a slice.
 
@@ -246,6 +252,8 @@ def step_loss(
     """
     from torch import nn
 
+    if isinstance(batch, PackedBatch):
+        return packed_step_loss(model, batch, layers, extra_loss)
     hidden = final_hidden(model, batch, layers, None if extra_loss is not None else batch.window)
     window, labels = hidden[:, -batch.window : -1], batch.labels
     if batch.writes:
@@ -259,3 +267,35 @@ def step_loss(
     extra = extra_loss(hidden, batch.attention_mask, batch.sources, batch.groups)
     parts["extra"] = float(extra.detach())
     return ce + extra, parts
+
+
+def packed_step_loss(
+    model: nn.Module, batch: PackedBatch, layers: tuple[int, int] | None, extra_loss: ExtraLoss | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`step_loss` on a packed batch: the same mean cross-entropy over the batch's answer tokens (the
+    LM head at those positions only), and the extra term on the examples' hidden states set side by side."""
+    from torch import nn
+
+    decoder, _ = decoder_parts(model)
+    batch = in_student_dtype(model, batch)
+    with layer_slice(decoder, *layers) if layers else contextlib.nullcontext():
+        hidden = decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state[0]  # [N, H]
+    ce = nn.functional.cross_entropy(head_logits(model, hidden[batch.reads]), batch.targets)
+    parts = {"ce": float(ce.detach())}
+    if extra_loss is None:
+        return ce, parts
+    padded, mask = unpacked(hidden, batch.lengths)
+    extra = extra_loss(padded, mask, batch.sources, batch.groups)
+    parts["extra"] = float(extra.detach())
+    return ce + extra, parts
+
+
+def unpacked(hidden: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed hidden states [N, H] as right-padded [B, T, H] and their mask [B, T]: the shape the extra
+    loss hook takes (it pools each example over its own positions)."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    padded = pad_sequence(list(hidden.split(list(lengths))), batch_first=True)
+    mask = pad_sequence([torch.ones(n, dtype=torch.long, device=hidden.device) for n in lengths], batch_first=True)
+    return padded, mask

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import Finetune, StudyParams
 from ..store import Store
-from .format import Batch, Example, FinetuneError, collate
+from .format import Batch, Example, FinetuneError, collate, pack
 from .forward import (
     ExtraLoss, decoder_parts, final_hidden, frozen_layer_count, head_logits, placement, step_loss, trained_slice,
 )
@@ -184,6 +184,7 @@ def train(
     optimizer = torch.optim.AdamW(trainable, lr=finetune.lr[attribute], weight_decay=finetune.weight_decay)
     state = resume(scratch, model, optimizer)
     layers = trained_slice(model, n_frozen)
+    batcher = pack if finetune.packing else collate
     model.train()
     for epoch in range(state.epoch, finetune.epochs[attribute]):
         started = time.perf_counter()
@@ -194,7 +195,7 @@ def train(
         else:
             batches = batch_plan(rng)
         for rows in batches:
-            batch = collate([examples[i] for i in rows], cached, device, pad_id, dtype)
+            batch = batcher([examples[i] for i in rows], cached, device, pad_id, dtype)
             loss, parts = step_loss(model, batch, layers, extra_loss)
             if not math.isfinite(float(loss.detach())):
                 raise FinetuneError(f"the loss became {float(loss)} at epoch {epoch}; lower finetune.lr")

@@ -117,7 +117,9 @@ N_PERMUTATIONS = 1000
 
 
 def embed(texts: Sequence[str], params: StudyParams, store: Store) -> np.ndarray:
-    """Sentence embeddings of ``texts`` with the profile's embedder (MiniLM offline)."""
+    """Sentence embeddings of ``texts`` with the profile's embedder (MiniLM offline), in float32 on the CPU
+    whatever ``device`` and ``dtype`` say: the embedder is the distribution misalignment's instrument, not a
+    model under study, so its numbers must not move with the machine (MiniLM embeds ~150 sentences/s there)."""
     from ..models import load_embedder
 
     return np.asarray(load_embedder(params.models.embedder, store).encode(list(texts), batch_size=64))
