@@ -4,17 +4,20 @@ Trainer run on the same model, data and LoRA settings, in one run.
 CPU (default): SmolLM2-135M-Instruct on a classroom mix (γ = 0.5), one epoch each of
   * trainer      plain PEFT + `transformers.Trainer`, LoRA on every layer, labels on the answer only;
   * loop         our loop, LoRA on every layer (the LM head applied at the answer positions only);
+  * loop packed  the same on packed batches (finetune.packing: no padding, attention within each example);
   * loop top-k   our loop, LoRA on the top k layers, the frozen layers' activations cached
                  (the cache is built once per data set and shared by every run; its cost is shown).
 
-GPU (--random-llama-8b): a randomly initialised model of Llama-3.1-8B's architecture in bf16 (no Hub
-download), LoRA r=16 on all seven projections, random token batches (half of them "augmented"); tokens/s
-and peak memory for our loop, our loop with the loss-based mitigation's alignment term (stratified
-batches; the top layer then runs at every position), and the Trainer, each after an untimed warm-up of
-three steps on its own fresh model.
+--random-llama-8b: a randomly initialised model of Llama-3.1-8B's architecture (no Hub download), bf16
+on a GPU, LoRA r=16 on all seven projections, examples of random tokens whose lengths vary from a
+quarter of --length to --length, 4 answer tokens each, half of them "augmented". Tokens/s, MFU (model
+FLOPs by :func:`lora_flops` over the card's dense bf16 peak) and peak memory of: our loop on padded and
+on packed batches, packed with the loss-based mitigation's alignment term, a plain PEFT + Trainer run
+and unsloth (where it loads), each after an untimed warm-up of three steps on its own fresh model. On a
+CPU, --layers 1 with a small batch is a dry run of the script (float32; its figures mean nothing).
 
     python bench/bench_finetune.py [--top-layers 2] [--epochs 1] [--examples 48]
-    python bench/bench_finetune.py --random-llama-8b [--steps 20] [--batch-size 8] [--length 256]
+    python bench/bench_finetune.py --random-llama-8b [--steps 20] [--batch-size 16] [--length 512] [--gradient-checkpointing]
 """
 
 from __future__ import annotations
@@ -84,9 +87,12 @@ def loop_run(model: Any, examples: list[f.Example], cached: Any, n_frozen: int, 
 def fresh_peft(base_factory: Any, ft: Finetune) -> Any:
     from peft import get_peft_model
 
+    from biasutils.finetune.training import peft_wrapping
+
     model = base_factory()
     n_layers = f.decoder_parts(model)[0].config.num_hidden_layers
-    return get_peft_model(model, f.lora_config(ft, n_layers, f.frozen_layer_count(model, ft)))
+    with peft_wrapping():
+        return get_peft_model(model, f.lora_config(ft, n_layers, f.frozen_layer_count(model, ft)))
 
 
 def cpu_bench(top_layers: int, epochs: int, n_examples: int) -> None:
@@ -106,6 +112,8 @@ def cpu_bench(top_layers: int, epochs: int, n_examples: int) -> None:
 
     results = [("trainer (PEFT + Trainer), all layers", trainer_run(fresh_peft(base, ft_all), examples, ft_all, epochs, False))]
     results.append(("our loop, all layers", loop_run(fresh_peft(base, ft_all), examples, None, 0, ft_all, epochs, tokenizer.pad_token_id)))
+    packed = ft_all.model_copy(update={"packing": True})
+    results.append(("our loop, all layers, packed", loop_run(fresh_peft(base, packed), examples, None, 0, packed, epochs, tokenizer.pad_token_id)))
     model = fresh_peft(base, ft_top)
     n_frozen = f.frozen_layer_count(model, ft_top)
     start = time.perf_counter()
@@ -120,52 +128,117 @@ def cpu_bench(top_layers: int, epochs: int, n_examples: int) -> None:
     print(f"one-off activation cache for these examples: {cache_s:.1f} s (shared by every run on the same data)")
 
 
-def random_llama_8b() -> Any:
-    """Llama-3.1-8B's architecture (config values from its model card), random weights, bf16 on the GPU."""
+LLAMA_8B = dict(  # Llama-3.1-8B's config (its model card)
+    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+    tie_word_embeddings=False, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+)
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16, no sparsity
+
+
+def random_llama_8b(layers: int, device: str) -> Any:
+    """Llama-3.1-8B's architecture with random weights (no Hub download): bf16 on a GPU, float32 on a CPU
+    (a dry run of the script with few ``layers``)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5,
-        rope_theta=500000.0, tie_word_embeddings=False,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 8192},
-    )
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    return model
+    config = LlamaConfig(**{**LLAMA_8B, "num_hidden_layers": layers}, attn_implementation="sdpa")
+    with torch.device(device):
+        return LlamaForCausalLM(config).to(torch.bfloat16 if device == "cuda" else torch.float32)
 
 
-def gpu_bench(steps: int, batch_size: int, length: int) -> None:
-    params = load_params("paper")
-    ft = params.finetune.model_copy(update={"batch_size": batch_size})
-    generator = torch.Generator().manual_seed(0)
-    examples = [
-        f.Example(id=str(i), input_ids=tuple(torch.randint(0, 128000, (length,), generator=generator).tolist()),
-                  answer_len=4, source=("original", "augmented")[i % 2], group="male")
-        for i in range(steps * batch_size)
-    ]
-    tokens = steps * batch_size * length
-    rows = []
+def lora_flops(examples: list[f.Example], layers: int) -> float:
+    """Model FLOPs of one LoRA step over ``examples``, the formula MFU is stated in:
+
+    4·N·s per example of s tokens (N: the decoder layers' weights; forward 2·N, backward 2·N for the
+    activation gradients; frozen weights get no weight gradients, LoRA's are < 1 %), 6·L·d·s² for causal
+    attention (forward 2·L·d·s², backward twice that), and 4·V·d per answer token for the LM head, which
+    only the answer positions need. Padding is not counted: it is no model work.
+    """
+    c = LLAMA_8B
+    d, ff, kv = c["hidden_size"], c["intermediate_size"], c["hidden_size"] * c["num_key_value_heads"] // c["num_attention_heads"]
+    n_layer_weights = layers * (2 * d * d + 2 * d * kv + 3 * d * ff)
+    return sum(4 * n_layer_weights * len(e.input_ids) + 6 * layers * d * len(e.input_ids) ** 2
+               + 4 * c["vocab_size"] * d * e.answer_len for e in examples)
+
+
+def varied_examples(n: int, length: int, seed: int = 0) -> list[f.Example]:
+    """Random token examples of lengths drawn between length/4 and length (biographies vary so; equal lengths
+    would hide what padding costs), a 4-token answer each, half of them "augmented"."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(length // 4, length + 1, (n,), generator=generator).tolist()
+    return [f.Example(id=str(i), input_ids=tuple(torch.randint(0, 128000, (s,), generator=generator).tolist()),
+                      answer_len=4, source=("original", "augmented")[i % 2], group="male") for i, s in enumerate(lengths)]
+
+
+def unsloth_model(layers: int) -> tuple[Any, str]:
+    """The same architecture through unsloth (saved once to a temporary directory), or None and why not."""
+    try:
+        from unsloth import FastLanguageModel
+    except (ImportError, NotImplementedError, RuntimeError) as error:
+        return None, f"{type(error).__name__}: {error}"
+    ft = load_params("paper").finetune
+    directory = tempfile.mkdtemp()
+    random_llama_8b(layers, "cuda").save_pretrained(directory)
+    model, _ = FastLanguageModel.from_pretrained(model_name=directory, max_seq_length=ft.max_length, dtype=torch.bfloat16,
+                                                 load_in_4bit=False)
+    model = FastLanguageModel.get_peft_model(model, r=ft.lora.r, lora_alpha=ft.lora.alpha, lora_dropout=ft.lora.dropout,
+                                             target_modules=list(ft.lora.target_modules), bias="none", random_state=0,
+                                             use_gradient_checkpointing="unsloth")
+    return model, ""
+
+
+def llama_bench(steps: int, batch_size: int, length: int, layers: int, checkpointing: bool) -> None:
+    """Ours (padded and packed), the alignment term, PEFT + Trainer and unsloth on the 8B architecture, side by side."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    params = load_params("paper", [f"finetune.batch_size={batch_size}", f"finetune.gradient_checkpointing={str(checkpointing).lower()}"])
+    ft = params.finetune
+    examples = varied_examples(steps * batch_size, length)
+    warmup = varied_examples(3 * batch_size, length, seed=1)
+    flops, tokens = lora_flops(examples, layers), sum(len(e.input_ids) for e in examples)
     alignment = params.mitigate.loss.weight
-    for name in ("our loop (peft backend)", f"our loop + alignment loss (λ = {alignment:g})", "trainer (PEFT + Trainer)"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        model = fresh_peft(random_llama_8b, ft)
-        weight = alignment if "alignment" in name else None
-        loop_run(model, examples[: 3 * batch_size], None, 0, ft, 1, 0, weight)  # untimed warm-up: kernels, allocator
-        torch.cuda.reset_peak_memory_stats()
-        if name.startswith("our"):
-            seconds = loop_run(model, examples, None, 0, ft, 1, 0, weight)
+    runs = {
+        "our loop, padded": (ft, None),
+        "our loop, packed": (ft.model_copy(update={"packing": True}), None),
+        f"our loop, packed + alignment (λ = {alignment:g})": (ft.model_copy(update={"packing": True}), alignment),
+        "trainer (PEFT + Trainer)": (ft, None),
+        "unsloth (its Trainer patches)": (ft, None),
+    }
+    rows = []
+    for name, (settings, weight) in runs.items():
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        if name.startswith("unsloth"):
+            model, why = unsloth_model(layers) if device == "cuda" else (None, "needs a CUDA GPU")
+            if model is None:
+                rows.append((name, None, None, why))
+                continue
         else:
-            seconds = trainer_run(model, examples, ft, 1, True)
-        rows.append((name, seconds, torch.cuda.max_memory_allocated() / 2**30))
+            model = fresh_peft(lambda: random_llama_8b(layers, device), settings)
+            if settings.gradient_checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        run = (lambda batch: loop_run(model, batch, None, 0, settings, 1, 0, weight)) if name.startswith("our") else (
+            lambda batch: trainer_run(model, batch, settings, 1, device == "cuda"))
+        run(warmup)  # untimed: kernels, allocator
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        seconds = run(examples)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+        rows.append((name, seconds, peak, ""))
         del model
-    print(f"random-init Llama-3.1-8B architecture, bf16, LoRA r={ft.lora.r} on {len(ft.lora.target_modules)} projections, "
-          f"{steps} steps of {batch_size} x {length} tokens on {torch.cuda.get_device_name()}")
-    print(f"{'run':28} {'seconds':>8} {'tokens/s':>9} {'peak GiB':>9}")
-    for name, seconds, peak in rows:
-        print(f"{name:28} {seconds:8.1f} {tokens / seconds:9.0f} {peak:9.1f}")
+    card = torch.cuda.get_device_name() if device == "cuda" else "cpu (a dry run of the script, not a figure)"
+    peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in card), float("nan"))
+    print(f"random-init Llama-3.1-8B architecture ({layers} layers), LoRA r={ft.lora.r} on {len(ft.lora.target_modules)} "
+          f"projections, {steps} steps of {batch_size} examples of {length // 4}-{length} tokens ({tokens} tokens), "
+          f"gradient checkpointing {'on' if checkpointing else 'off'}, on {card}")
+    print(f"MFU = model FLOPs (bench_finetune.lora_flops: 4·N·s + 6·L·d·s² + 4·V·d per answer token) / s / "
+          f"{peak_tflops:g} TFLOP/s dense bf16")
+    print(f"{'run':44} {'seconds':>8} {'tokens/s':>9} {'MFU':>6} {'peak GiB':>9}")
+    for name, seconds, peak, why in rows:
+        if seconds is None:
+            print(f"{name:44} not run: {why}")
+            continue
+        print(f"{name:44} {seconds:8.1f} {tokens / seconds:9.0f} {flops / seconds / peak_tflops / 1e12:6.1%} {peak:9.1f}")
 
 
 def main() -> None:
@@ -175,11 +248,13 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=48, help="rows of the mix to train on (CPU)")
     parser.add_argument("--random-llama-8b", action="store_true")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--length", type=int, default=512, help="the longest example; lengths vary from a quarter of it")
+    parser.add_argument("--layers", type=int, default=32, help="decoder layers (fewer: a dry run on a CPU)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     args = parser.parse_args()
     if args.random_llama_8b:
-        gpu_bench(args.steps, args.batch_size, args.length)
+        llama_bench(args.steps, args.batch_size, args.length, args.layers, args.gradient_checkpointing)
     else:
         cpu_bench(args.top_layers, args.epochs, args.examples)
 
