@@ -229,10 +229,11 @@ class Finetune(_Strict):
     max_length: PositiveInt = 256
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
-    gradient_checkpointing: bool = Field(
+    gradient_checkpointing: bool | Literal["auto"] = Field(
         False,
         description="recompute layer activations in the backward pass (peft backend): less GPU memory, ~1/3 more "
-        "compute, the same numbers; unsloth always checkpoints its own way",
+        "compute, the same numbers; auto: on when a step's activations would not fit in the GPU's free memory "
+        "(biasutils.finetune.training.checkpointing_needed; never on a CPU); unsloth always checkpoints its own way",
     )
     packing: bool = Field(
         False, description="train on packed batches: a batch's examples end to end in one row, no padding, attention "

@@ -200,3 +200,18 @@ def test_gradient_checkpointing_trains_the_same_adapter(tmp_path) -> None:
         keys.append(artifact.key)
     assert keys[0] == keys[1]
     assert curves[0] == pytest.approx(curves[1], rel=1e-5)
+
+
+def test_gradient_checkpointing_auto_is_chosen_by_the_memory_a_step_needs(tmp_path) -> None:
+    from transformers import LlamaConfig
+
+    from biasutils.finetune.training import checkpointing_needed, step_activation_bytes
+
+    llama_8b = LlamaConfig(hidden_size=4096, num_hidden_layers=32)
+    free_after_weights = 64 * 2**30  # an 80 GB card holding 8B bf16 weights
+    assert step_activation_bytes(llama_8b, 16 * 512) == 34 * 16 * 512 * 4096 * 32  # ~34 GiB
+    assert not checkpointing_needed(llama_8b, 16 * 512, free_after_weights)
+    assert checkpointing_needed(llama_8b, 32 * 1024, free_after_weights)  # ~136 GiB
+    params = load_params("smoke", [*FAST, "finetune.gradient_checkpointing=auto"])
+    model, _, _ = f.trainable_student(params, Store(tmp_path), "cpu", 0)
+    assert model.is_gradient_checkpointing is False  # never on a CPU

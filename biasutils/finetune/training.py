@@ -70,9 +70,40 @@ def trainable_student(params: StudyParams, store: Store, device: str, seed: int)
     torch.manual_seed(seed)
     with peft_wrapping():
         peft_model = get_peft_model(model, lora_config(ft, n_layers, frozen_layer_count(model, ft)))
-    if ft.gradient_checkpointing:
+    if checkpointing_chosen(ft, model):
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model, tokenizer, "peft"
+
+
+# bytes of activations a bf16 decoder layer keeps per token and hidden unit for its backward pass, with
+# attention that stores no score matrix (SDPA/flash): Korthikanti et al. 2022, "Reducing Activation
+# Recomputation in Large Transformer Models", eq. 2 without its 5·a·s/h term
+ACTIVATION_BYTES_PER_TOKEN_AND_UNIT = 34
+ACTIVATION_MEMORY_SHARE = 0.8  # of the free memory after the weights are loaded; the rest is the allocator's
+
+
+def step_activation_bytes(config: Any, tokens: int) -> int:
+    """What one training step's decoder activations take, for ``tokens`` tokens in the batch."""
+    return ACTIVATION_BYTES_PER_TOKEN_AND_UNIT * tokens * config.hidden_size * config.num_hidden_layers
+
+
+def checkpointing_needed(config: Any, tokens: int, free_bytes: int) -> bool:
+    """Whether a step's activations exceed the share of free memory they may take."""
+    return step_activation_bytes(config, tokens) > ACTIVATION_MEMORY_SHARE * free_bytes
+
+
+def checkpointing_chosen(ft: Finetune, model: nn.Module) -> bool:
+    """``finetune.gradient_checkpointing`` as asked, or for ``auto`` by memory: on a GPU when the largest
+    step (``batch_size`` x ``max_length`` tokens) would not fit beside the loaded weights, never on a CPU
+    (its memory is the machine's and checkpointing only costs time there)."""
+    import torch
+
+    if ft.gradient_checkpointing != "auto":
+        return bool(ft.gradient_checkpointing)
+    device, _ = placement(model)
+    if device.type != "cuda":
+        return False
+    return checkpointing_needed(model.config, ft.batch_size * ft.max_length, torch.cuda.mem_get_info(device)[0])
 
 
 def _unsloth_student(params: StudyParams, store: Store, seed: int) -> tuple[nn.Module, Any] | None:
