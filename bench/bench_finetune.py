@@ -120,19 +120,25 @@ def cpu_bench(top_layers: int, epochs: int, n_examples: int) -> None:
     print(f"one-off activation cache for these examples: {cache_s:.1f} s (shared by every run on the same data)")
 
 
-def random_llama_8b() -> Any:
-    """Llama-3.1-8B's architecture (config values from its model card), random weights, bf16 on the GPU."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_8b_config() -> Any:
+    """Llama-3.1-8B's architecture, config values from its model card (the Hub need not be reachable)."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5,
         rope_theta=500000.0, tie_word_embeddings=False,
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 8192},
     )
+
+
+def random_llama_8b() -> Any:
+    """Llama-3.1-8B's architecture, random weights, bf16 on the GPU."""
+    from transformers import LlamaForCausalLM
+
     with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+        model = LlamaForCausalLM(llama_8b_config()).to(torch.bfloat16)
     return model
 
 
