@@ -29,9 +29,9 @@ the adapter's weights get all three (6·N_lora). The LM head is frozen and appli
 only (biasutils.finetune). Not counted: norms, rotary embeddings, softmax, the optimiser (all small).
 
 Projection: a stage's time = (FLOPs of the target's work) / (FLOP/s the same code achieved here on the
-measured model). The FLOP/s rate of a small model on a CPU is close to what the same matmuls reach at
-8B; on a GPU decoding is bound by memory bandwidth, not FLOPs, so a FLOP projection of generation is a
-lower bound there. ``--card`` instead assumes a card's dense bf16 peak × ``--mfu``: an assumption, not a
+measured model). That assumes the rate carries over to the target's larger matrices (on a CPU they
+usually run at least as fast per FLOP, so the CPU-hours are, if anything, overstated). On a GPU decoding
+is bound by memory bandwidth, not FLOPs, so a FLOP projection of generation is a lower bound there. ``--card`` instead assumes a card's dense bf16 peak × ``--mfu``: an assumption, not a
 measurement. ``--tokens-per-s backend=value`` gives a generation rate (generated tokens per second per
 task) for a backend measured elsewhere; vllm and openai are never measured here.
 
