@@ -128,38 +128,40 @@ def cpu_bench(top_layers: int, epochs: int, n_examples: int) -> None:
     print(f"one-off activation cache for these examples: {cache_s:.1f} s (shared by every run on the same data)")
 
 
-LLAMA_8B = dict(  # Llama-3.1-8B's config (its model card)
-    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
-    tie_word_embeddings=False, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16, no sparsity
+
+
+def llama_8b_config(layers: int = 32) -> Any:
+    """Llama-3.1-8B's architecture, config values from its model card (the Hub need not be reachable);
+    fewer ``layers`` for a dry run."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
+        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5,
+        rope_theta=500000.0, tie_word_embeddings=False, attn_implementation="sdpa",
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192},
+    )
 
 
 def random_llama_8b(layers: int, device: str) -> Any:
     """Llama-3.1-8B's architecture with random weights (no Hub download): bf16 on a GPU, float32 on a CPU
     (a dry run of the script with few ``layers``)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(**{**LLAMA_8B, "num_hidden_layers": layers}, attn_implementation="sdpa")
     with torch.device(device):
-        return LlamaForCausalLM(config).to(torch.bfloat16 if device == "cuda" else torch.float32)
+        return LlamaForCausalLM(llama_8b_config(layers)).to(torch.bfloat16 if device == "cuda" else torch.float32)
 
 
 def lora_flops(examples: list[f.Example], layers: int) -> float:
-    """Model FLOPs of one LoRA step over ``examples``, the formula MFU is stated in:
+    """Model FLOPs of a LoRA run over ``examples`` by bench_cost's training formula (:meth:`ModelShape.training`:
+    4·N per token, attention 3× its forward, 6·N_lora, the LM head at the answer tokens only). Padding is
+    not counted: it is no model work."""
+    from bench_cost import example_shape, model_shape
 
-    4·N·s per example of s tokens (N: the decoder layers' weights; forward 2·N, backward 2·N for the
-    activation gradients; frozen weights get no weight gradients, LoRA's are < 1 %), 6·L·d·s² for causal
-    attention (forward 2·L·d·s², backward twice that), and 4·V·d per answer token for the LM head, which
-    only the answer positions need. Padding is not counted: it is no model work.
-    """
-    c = LLAMA_8B
-    d, ff, kv = c["hidden_size"], c["intermediate_size"], c["hidden_size"] * c["num_key_value_heads"] // c["num_attention_heads"]
-    n_layer_weights = layers * (2 * d * d + 2 * d * kv + 3 * d * ff)
-    return sum(4 * n_layer_weights * len(e.input_ids) + 6 * layers * d * len(e.input_ids) ** 2
-               + 4 * c["vocab_size"] * d * e.answer_len for e in examples)
+    shape = model_shape("llama-3.1-8b", llama_8b_config(layers), load_params("paper").finetune.lora)
+    return sum(shape.training(example_shape(e)) for e in examples)
 
 
 def varied_examples(n: int, length: int, seed: int = 0) -> list[f.Example]:
@@ -231,8 +233,8 @@ def llama_bench(steps: int, batch_size: int, length: int, layers: int, checkpoin
     print(f"random-init Llama-3.1-8B architecture ({layers} layers), LoRA r={ft.lora.r} on {len(ft.lora.target_modules)} "
           f"projections, {steps} steps of {batch_size} examples of {length // 4}-{length} tokens ({tokens} tokens), "
           f"gradient checkpointing {'on' if checkpointing else 'off'}, on {card}")
-    print(f"MFU = model FLOPs (bench_finetune.lora_flops: 4·N·s + 6·L·d·s² + 4·V·d per answer token) / s / "
-          f"{peak_tflops:g} TFLOP/s dense bf16")
+    print(f"MFU = model FLOPs (lora_flops: 4·N per token + causal attention 3x its forward + 6·N_lora + 4·V·d per "
+          f"answer token) / s / {peak_tflops:g} TFLOP/s dense bf16")
     print(f"{'run':44} {'seconds':>8} {'tokens/s':>9} {'MFU':>6} {'peak GiB':>9}")
     for name, seconds, peak, why in rows:
         if seconds is None:
