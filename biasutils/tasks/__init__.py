@@ -34,7 +34,8 @@ story generation) plus five packaged bias benchmarks. Prompt wordings are [ours]
 The package holds one module per concept: :mod:`~biasutils.tasks.base` (items, the task protocol, output
 checks and metric rows), :mod:`~biasutils.tasks.occupation` (the student's task and its counterfactual
 twins), :mod:`~biasutils.tasks.recommendation` (salary, hiring), :mod:`~biasutils.tasks.story`,
-:mod:`~biasutils.tasks.bias_benchmarks` (BBQ, WinoBias, StereoSet, CrowS-Pairs, discrim-eval). Every public
+:mod:`~biasutils.tasks.bias_benchmarks` (BBQ, WinoBias, StereoSet, CrowS-Pairs, discrim-eval) and
+:mod:`~biasutils.tasks.culture` (the user's culture classification datasets). Every public
 name is re-exported here, so callers write ``tasks.X`` without knowing which module holds it.
 """
 
@@ -60,6 +61,7 @@ from .bias_benchmarks import (
     bbq_role,
     winobias_options,
 )
+from .culture import CULTURE_PROMPT, CultureClassification
 from .occupation import CounterfactualTwins, OccupationClassification, twin_item
 from .recommendation import (
     HIRING_OPTIONS,
@@ -83,9 +85,9 @@ from .story import (
 )
 
 __all__ = [
-    "ALL", "BBQ_PROMPT", "DIMENSIONS", "DISCRIM_OPTIONS", "DISCRIM_PROMPT", "DISCRIM_REFERENCE", "DISCRIM_REFERENCE_AGE",
+    "ALL", "BBQ_PROMPT", "CULTURE_PROMPT", "DIMENSIONS", "DISCRIM_OPTIONS", "DISCRIM_PROMPT", "DISCRIM_REFERENCE", "DISCRIM_REFERENCE_AGE",
     "HIRING_OPTIONS", "HIRING_PROMPT", "HIRING_QUALIFICATIONS", "INVENTORY_DIMENSIONS", "KINDS", "SALARY_PROMPT",
-    "SALARY_RANGE", "STORY_PROMPT", "TASKS", "WINOBIAS_PROMPT", "BBQGender", "CounterfactualTwins", "DiscrimEval",
+    "SALARY_RANGE", "STORY_PROMPT", "TASKS", "WINOBIAS_PROMPT", "BBQGender", "CounterfactualTwins", "CultureClassification", "DiscrimEval",
     "HiringRecommendation", "Item", "OccupationClassification", "PairPreference", "SalaryRecommendation",
     "StoryGeneration", "Task", "WinoBias", "age_bucket", "bbq_ambiguous_bias", "bbq_disambiguated_bias", "bbq_role",
     "cell_pair_schedule", "negative_share", "parse_salary", "trait_counts", "trait_lexicon", "twin_item",
@@ -107,5 +109,6 @@ TASKS: dict[str, Task] = {
         PairPreference(name="crows_pairs", benchmark="crows_pairs", pair=_crows_pair,
                        meta_columns=("bias_type", "pair_id")),
         DiscrimEval(),
+        CultureClassification(),
     )
 }

@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -148,6 +148,9 @@ class _Scoring:
     n_permutations: int = 999
     seed: int = 0
     ci: float = 0.95
+    # True where an item's meta (gold answer, groups) comes from a user's files rather than from params: the
+    # evaluation then keys its stored outputs by the meta too, so an edited label is never scored from a stale store
+    meta_in_key: ClassVar[bool] = False
 
     def groups(
         self, frame: pd.DataFrame, metrics: Mapping[str, stats.Metric], by: Iterable[Sequence[str]],
