@@ -14,8 +14,9 @@ Item kinds and what the scorer returns for ``outputs[i]``:
   and a ``parsed`` column), never dropped silently.
 
 The tasks (``config.TASKS``) follow the paper's four (occupation classification, salary, hiring,
-story generation) plus five packaged bias benchmarks. Prompt wordings are [ours]: short, because a
-135M model answers them on a CPU. Approximations, all [ours]:
+story generation) plus five packaged bias benchmarks, and the paper's culture classification on datasets
+the user names (no default grid runs it: it has no data of its own). Prompt wordings are [ours]: short,
+because a 135M model answers them on a CPU. Approximations, all [ours]:
 
 * story generation: the packaged gender inventories carry no Agency/Beliefs/Communion labels; we read
   masculine-coded words as agency and feminine-coded ones as communion (the inventories were built from
