@@ -91,12 +91,14 @@ def run_command(args: argparse.Namespace) -> str:
     from .generate import check_backend
     from .inheritance import check_design
     from .models import check_hub_ids
+    from .tasks.culture import check_local_datasets
 
     from .report import reproduction
     from .report.site import build_site
 
     check_design(params)
     check_backend(params)
+    check_local_datasets(params)
     note = check_hub_ids(params)
     if note:
         print(f"note: {note}", file=sys.stderr)

@@ -48,6 +48,7 @@ from threadpoolctl import threadpool_limits  # installed with scikit-learn, whic
 
 from . import misalign, stats
 from .config import check_model_name, load_params
+from .data import read_table
 from .misalign import ALL, AUGMENTED, ORIGINAL, UNKNOWN
 from .stats import RECORD_KEYS
 from .store import Store, write_text_atomic
@@ -69,8 +70,6 @@ BELOW_CHANCE = ("the AUC lies below chance, which is not evidence of a differenc
                 "carries the other file's label), so suspect near-duplicates or one file derived from the other")
 NOT_TESTED = ("a text in both files cannot tell them apart (copies in both push a classifier's AUC below chance), "
               "so no classifier AUC or MMD is reported")
-FORMATS: dict[str, str] = {".jsonl": "JSON Lines", ".json": "JSON Lines or a JSON array of objects",
-                           ".csv": "CSV", ".parquet": "Parquet"}
 GROUP_NOUNS: dict[str, str] = {"female": "women", "male": "men"}
 REFERENCES: dict[str, tuple[str, str]] = {  # value table -> (misalign.occupation_reference column, its source)
     "labour": ("labour_share_female", "US labour statistics (BLS, via WinoBias)"),
@@ -240,8 +239,8 @@ def run_audit(options: AuditOptions) -> AuditResult:
 
 def read_inputs(options: AuditOptions) -> dict[str, pd.DataFrame]:
     """Both files, read and checked against each other (fields, text values, row counts)."""
-    frames = {ORIGINAL: read_table(options.original, "--original"),
-              AUGMENTED: read_table(options.augmented, "--augmented")}
+    frames = {ORIGINAL: read_table(options.original, "--original", AuditError, MIN_ROWS),
+              AUGMENTED: read_table(options.augmented, "--augmented", AuditError, MIN_ROWS)}
     paths = {ORIGINAL: options.original, AUGMENTED: options.augmented}
     for flag, name in (("--text-field", options.text_field), ("--group-field", options.group_field),
                        ("--label-field", options.label_field)):
@@ -251,42 +250,6 @@ def read_inputs(options: AuditOptions) -> dict[str, pd.DataFrame]:
         check_text_values(frame, options.text_field, paths[side])
         check_row_count(frame, paths[side], f"--{side}")
     return frames
-
-
-def read_table(path: Path, flag: str) -> pd.DataFrame:
-    """One input file as a frame, chosen by extension; anything unreadable or empty is an :class:`AuditError`."""
-    if not path.exists():
-        raise AuditError(f"{flag}: {path} does not exist")
-    if not path.is_file():
-        raise AuditError(f"{flag}: {path} is not a file; give a {', '.join(FORMATS)} file")
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise AuditError(f"{flag}: {path} has the unsupported extension {suffix or '(none)'!r}; "
-                         f"allowed: {', '.join(FORMATS)}")
-    if path.stat().st_size == 0:
-        raise AuditError(f"{flag}: {path} is empty; give at least {MIN_ROWS} rows")
-    try:
-        frame = _READERS[suffix](path)
-    except (ValueError, OSError) as error:  # pandas' and pyarrow's parse errors are ValueErrors
-        raise AuditError(f"{flag}: {path} cannot be read as {FORMATS[suffix]}: {error}") from None
-    if frame.empty:
-        raise AuditError(f"{flag}: {path} holds no rows; give at least {MIN_ROWS} rows")
-    return frame
-
-
-def _read_json(path: Path) -> pd.DataFrame:
-    """JSON Lines, or one JSON array of objects; ``dtype=False`` keeps every value as written."""
-    with path.open(encoding="utf-8") as handle:
-        is_array = handle.read(4096).lstrip().startswith("[")
-    return pd.read_json(path, lines=not is_array, dtype=False)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Every cell as the string written (CSV has no types; "NA" stays a word, an empty cell stays "")."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-_READERS = {".jsonl": _read_json, ".json": _read_json, ".csv": _read_csv, ".parquet": pd.read_parquet}
 
 
 def _columns(frame: pd.DataFrame) -> str:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+import string
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 
@@ -44,6 +45,7 @@ Task = Literal[
     "stereoset",
     "crows_pairs",
     "discrim_eval",
+    "culture_classification",
 ]
 DataSource = Literal["offline", "bias_in_bios"]
 Mitigation = Literal["none", "token", "mask", "loss"]
@@ -57,6 +59,9 @@ OCCUPATIONS: tuple[str, ...] = get_args(Occupation)
 CULTURES: tuple[str, ...] = get_args(Culture)
 GENDERS: tuple[str, ...] = get_args(Gender)
 TASKS: tuple[str, ...] = get_args(Task)
+# Tasks that read only the data a user names (evaluate.culture_datasets), so no default grid runs them.
+CULTURE_TASK = "culture_classification"
+DEFAULT_TASKS: tuple[str, ...] = tuple(task for task in TASKS if task != CULTURE_TASK)
 
 # Models resolved by name in biasutils.models; anything else must be a Hub id or a local directory.
 NAMED_MODELS: tuple[str, ...] = ("smollm2-135m-instruct", "minilm-l6", "tiny-random-llama")
@@ -143,7 +148,7 @@ class Grid(_Strict):
     bias_types: list[BiasType] = Field(default_factory=lambda: list(BIAS_TYPES), min_length=1)
     ratios: list[Ratio] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.5], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    tasks: list[Task] = Field(default_factory=lambda: list(TASKS), min_length=1)
+    tasks: list[Task] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1)
     mitigations: list[Mitigation] = Field(
         default_factory=lambda: ["none"], min_length=1,
         description="applied to every point with gamma > 0 (biasutils.mitigate); none = the plain fine-tune",
@@ -270,6 +275,66 @@ class Finetune(_Strict):
         return lora
 
 
+class CultureDataset(_Strict):
+    """One dataset of the culture classification task (the paper's offensive, hate, stereotype and spam
+    detection in several cultures): where it is, which columns hold what, and how its task relates to the
+    bias studied (``direct``: the task detects that bias; ``indirect``: it does not). Label values are
+    matched as text, as written in the file ("1", "offensive"), so a YAML key 1 names the value 1."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="short id, the group of its metric rows")
+    path: str = Field(description="a local .jsonl, .json, .csv or .parquet file; anything else is a Hub dataset id")
+    split: str = "test"
+    config: str | None = Field(None, description="the Hub dataset's configuration (null: its default)")
+    text_field: str = "text"
+    label_field: str = "label"
+    culture_field: str | None = Field(None, description="column holding each row's culture or language")
+    culture: str | None = Field(None, description="the culture of every row (instead of culture_field)")
+    relation: Literal["direct", "indirect"]
+    labels: dict[str, Annotated[str, Field(min_length=1)]] | None = Field(
+        None, description="raw label value -> the label name the model chooses (null: the values as written)")
+    prompt: str | None = Field(None, description="template with {text} and {options} (null: the task's)")
+    n_items: PositiveInt | None = Field(None, description="items drawn from this dataset (null: evaluate's count)")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_values_as_text(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if any(isinstance(name, bool) for name in value.values()):
+            raise ValueError("a label name reads as true/false (YAML turns yes, no, on, off into those); allowed: "
+                             "text, quoted where YAML would read a boolean: {0: 'no', 1: 'yes'}")
+        return {str(key): name for key, name in value.items()}
+
+    @field_validator("labels")
+    @classmethod
+    def _two_label_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and len(set(value.values())) < 2:
+            raise ValueError("a classification needs two or more label names; allowed: a mapping such as "
+                             "{0: not offensive, 1: offensive}")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as error:
+            raise ValueError(f"not a format template ({error}); allowed: text with {{text}} and {{options}}") from None
+        if fields != {"text", "options"}:
+            raise ValueError(f"holds the fields {sorted(fields)}; allowed: exactly {{text}} and {{options}} "
+                             "(double a brace to write one: {{ }})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_culture_source(self) -> CultureDataset:
+        if (self.culture_field is None) == (self.culture is None):
+            raise ValueError(f"dataset {self.name!r}: give exactly one of culture_field (a column) or culture "
+                             "(one value for every row)")
+        return self
+
+
 class Evaluate(_Strict):
     """How the students are evaluated (notebook 04): item counts, interval resamples, generation length."""
 
@@ -279,6 +344,18 @@ class Evaluate(_Strict):
     max_new_tokens: dict[Task, PositiveInt] = Field(
         default_factory=lambda: {"salary_recommendation": 16, "story_generation": 64}
     )
+
+    culture_datasets: list[CultureDataset] = Field(
+        default_factory=list, description="the datasets of the culture_classification task (biasutils.tasks.culture)")
+
+    @field_validator("culture_datasets")
+    @classmethod
+    def _unique_names(cls, value: list[CultureDataset]) -> list[CultureDataset]:
+        names = [dataset.name for dataset in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"the names {repeated} repeat; allowed: a different name per dataset")
+        return value
 
     def items_for(self, task: str) -> int:
         return self.n_items_per_task.get(task, self.n_items)  # type: ignore[call-overload]
@@ -510,7 +587,16 @@ def size_problems(params: StudyParams) -> list[str]:
                 f"data.n_train = {params.data.n_train} (it needs {needed}); allowed: generate.n >= {needed}, or smaller ratios"
             )
             break
-    return problems + context_problems(params) + mitigation_problems(params) + multiround_problems(params)
+    return (problems + context_problems(params) + mitigation_problems(params) + multiround_problems(params)
+            + culture_problems(params))
+
+
+def culture_problems(params: StudyParams) -> list[str]:
+    """The culture classification task asked for without a dataset: it has no items of its own."""
+    asked = {"grid.tasks": params.grid.tasks, "multiround.tasks": params.multiround.tasks or []}
+    return [f"evaluate.culture_datasets: empty, but {field} includes {CULTURE_TASK}; allowed: one or more datasets "
+            f"(name, path, text_field, label_field, culture_field or culture, relation), or {field} without it"
+            for field, tasks in asked.items() if CULTURE_TASK in tasks and not params.evaluate.culture_datasets]
 
 
 def mitigation_problems(params: StudyParams) -> list[str]:
@@ -631,6 +717,10 @@ def describe_error(error: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         allowed = ", ".join(_fields_at(error["loc"][:-1]))
         return f"{loc}: unknown key; allowed keys here: {allowed}"
+    if kind == "missing":
+        literal = _annotation_at(error["loc"])
+        allowed = f"; allowed: {' or '.join(map(repr, get_args(literal)))}" if get_origin(literal) is Literal else ""
+        return f"{loc}: required, but missing{allowed}"
     if kind == "literal_error":
         return f"{loc}: {value!r} is not allowed; allowed: {error['ctx']['expected']}"
     if "ratios" in error["loc"] and kind in {"greater_than_equal", "less_than"}:
@@ -641,14 +731,27 @@ def describe_error(error: dict[str, Any]) -> str:
 
 def _fields_at(loc: Sequence[Any]) -> list[str]:
     """The field names of the section at ``loc`` (for 'unknown key' messages)."""
+    return list(_section_at(loc).model_fields)
+
+
+def _section_at(loc: Sequence[Any]) -> type[BaseModel]:
+    """The model of the section at ``loc``; a list of sections (``evaluate.culture_datasets.0``) counts as its item."""
     model: type[BaseModel] = StudyParams
     for part in loc:
         if isinstance(part, int):
             continue
         annotation = model.model_fields[str(part)].annotation
+        if get_origin(annotation) is list:
+            (annotation,) = get_args(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
-    return list(model.model_fields)
+    return model
+
+
+def _annotation_at(loc: Sequence[Any]) -> Any:
+    """The type of the field at ``loc`` (None where ``loc`` names no field of a section)."""
+    field = _section_at(loc[:-1]).model_fields.get(str(loc[-1]))
+    return field.annotation if field is not None else None
 
 
 def precision_key(params: StudyParams) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from biasutils.config import GENDERS, Data, rows_per_cell
 from biasutils.corpus import SPLITS, build_corpus
@@ -45,6 +46,10 @@ LABHC_PROFESSIONS: tuple[str, ...] = (
     "rapper", "software_engineer", "surgeon", "teacher", "yoga_teacher",
 )
 LABHC_GENDERS: tuple[str, ...] = ("male", "female")  # LabHC gender label = position (0 male, 1 female)
+
+# files :func:`read_table` reads, by extension, and what each holds
+TABLE_FORMATS: dict[str, str] = {".jsonl": "JSON Lines", ".json": "JSON Lines or a JSON array of objects",
+                                 ".csv": "CSV", ".parquet": "Parquet"}
 
 HUB_COLUMNS: dict[str, str] = {
     "hard_text": "string",
@@ -253,3 +258,52 @@ def local_fingerprint(path: str) -> str:
 def _hidden(relative: Path) -> bool:
     """Dot-files and dot-directories (caches, version control) are not part of the data."""
     return any(part.startswith(".") for part in relative.parts)
+
+
+# ---------------------------------------------------------------------------------------------- user tables
+
+
+def read_table(path: Path, where: str, error: type[Exception] = ValueError, min_rows: int = 1) -> pd.DataFrame:
+    """A user's data file as a frame, the reader chosen by extension (:data:`TABLE_FORMATS`).
+
+    Why here: the audit command and the culture classification task both read a user's JSON Lines, CSV or
+    Parquet file, and must refuse the same bad files the same way. Anything missing, unreadable or empty
+    raises ``error`` with a message that starts with ``where`` (the flag or the params field that named
+    the file), so each caller keeps its own error type and exit code.
+    """
+    if not path.exists():
+        raise error(f"{where}: {path} does not exist")
+    if not path.is_file():
+        raise error(f"{where}: {path} is not a file; give a {', '.join(TABLE_FORMATS)} file")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise error(f"{where}: {path} has the unsupported extension {suffix or '(none)'!r}; "
+                    f"allowed: {', '.join(TABLE_FORMATS)}")
+    if path.stat().st_size == 0:
+        raise error(f"{where}: {path} is empty; give at least {_rows(min_rows)}")
+    try:
+        frame = _READERS[suffix](path)
+    except (ValueError, OSError) as problem:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise error(f"{where}: {path} cannot be read as {TABLE_FORMATS[suffix]}: {problem}") from None
+    if frame.empty:
+        raise error(f"{where}: {path} holds no rows; give at least {_rows(min_rows)}")
+    return frame
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _read_json(path: Path) -> pd.DataFrame:
+    """JSON Lines, or one JSON array of objects; ``dtype=False`` keeps every value as written."""
+    with path.open(encoding="utf-8") as handle:
+        is_array = handle.read(4096).lstrip().startswith("[")
+    return pd.read_json(path, lines=not is_array, dtype=False)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Every cell as the string written (CSV has no types; "NA" stays a word, an empty cell stays "")."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+_READERS = {".jsonl": _read_json, ".json": _read_json, ".csv": _read_csv, ".parquet": pd.read_parquet}

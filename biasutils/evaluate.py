@@ -301,6 +301,8 @@ def evaluate_artifact(
         "task": task_name, "n_boot": params.evaluate.n_boot, "seed": seed, "max_new_tokens": max_new_tokens,
         "items": canonical_json([[item.id, item.kind, item.prompt, item.options, item.texts] for item in items]),
     }
+    if task.meta_in_key:  # gold labels and groups read from a user's files (the culture task)
+        key_params["meta"] = canonical_json([item.meta for item in items])
 
     def compute(out: Path, scratch: Path) -> None:
         model, tokenizer = loaded_student(params, adapter, store, resolve_device(params))

@@ -133,7 +133,8 @@ def _aligned(y_true: Any, y_pred: Any, groups: Any) -> tuple[np.ndarray, np.ndar
     return y_true, y_pred, labels
 
 
-def _quantiles(ci: float) -> list[float]:
+def ci_quantiles(ci: float) -> list[float]:
+    """The two quantiles of a ``ci`` percentile interval (0.95 -> 0.025, 0.975); refuses a level outside (0, 1)."""
     if not 0 < ci < 1:
         raise ValueError(f"ci: {ci!r} is not a confidence level; allowed: 0 < ci < 1 (e.g. 0.95)")
     return [(1 - ci) / 2, (1 + ci) / 2]
@@ -160,7 +161,7 @@ def group_table(
 
     if n_boot < 0:
         raise ValueError(f"n_boot: {n_boot!r}; allowed: 0 (no interval) or a positive number of resamples")
-    _quantiles(ci)
+    ci_quantiles(ci)
     y_true, y_pred, labels = _aligned(y_true, y_pred, groups)
     if not len(labels):
         return pd.DataFrame(columns=list(GROUP_COLUMNS))
@@ -255,7 +256,7 @@ def _fairlearn_intervals(metrics: Mapping[str, Metric], y_true: np.ndarray, y_pr
     with warnings.catch_warnings():
         # a group whose metric is NaN in every resample gets NaN bounds; the NaN interval already says it
         warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
-        low, high = np.nanquantile(samples, _quantiles(ci), axis=0)
+        low, high = np.nanquantile(samples, ci_quantiles(ci), axis=0)
     index = pd.Index(groups, name=sensitive.name)
     return pd.DataFrame(low, index=index, columns=list(metrics)), pd.DataFrame(high, index=index, columns=list(metrics))
 
@@ -285,7 +286,7 @@ def gap_table(
     so a group the model never answered for shows up instead of stopping the evaluation.
     """
     y_true, y_pred, labels = _aligned(y_true, y_pred, groups)
-    quantiles = _quantiles(ci)
+    quantiles = ci_quantiles(ci)
     index_a, index_b = np.flatnonzero(labels == group_a), np.flatnonzero(labels == group_b)
     rows = []
     for name, metric in metrics.items():
@@ -330,11 +331,46 @@ def _bootstrap_gap(
         statistic(rng.choice(index_a, len(index_a))) - statistic(rng.choice(index_b, len(index_b)))
         for _ in range(n_boot)
     ])
-    gaps = gaps[~np.isnan(gaps)]
-    if not len(gaps):
+    return percentile_interval(gaps, quantiles)
+
+
+def percentile_interval(samples: np.ndarray, quantiles: Sequence[float]) -> tuple[float, float]:
+    """The percentile interval of bootstrap draws, NaN draws left out (NaN bounds without any draw)."""
+    samples = np.asarray(samples, dtype=float)
+    samples = samples[~np.isnan(samples)]
+    if not len(samples):
         return math.nan, math.nan
-    low, high = np.quantile(gaps, quantiles)
+    low, high = np.quantile(samples, quantiles)
     return float(low), float(high)
+
+
+def stratified_bootstrap(statistic: Callable[[np.ndarray], Any], strata: Any, n_boot: int, seed: int) -> np.ndarray:
+    """``statistic`` of ``n_boot`` resamples of the sample indices, each drawn with replacement *within* each
+    stratum, so every stratum keeps its size (seeded numpy); the draws stacked, one row per resample.
+
+    Why within strata: a statistic over several fixed groups (datasets, cultures) must compare the same
+    groups in every resample, with the group sizes of the design, as :func:`gap_table`'s bootstrap does.
+    """
+    labels = group_labels(strata)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(labels == label) for label in sorted(set(labels))]
+    draws = [statistic(np.concatenate([rng.choice(rows, len(rows)) for rows in members])) for _ in range(n_boot)]
+    return np.asarray(draws, dtype=float)
+
+
+def bootstrap_p(differences: np.ndarray) -> float:
+    """Two-sided p-value of "the difference is 0" from bootstrap draws of the difference: twice the smaller
+    share of draws at or beyond 0 on either side, each share as (count + 1) / (draws + 1) so that no p is 0.
+
+    It is the test the percentile interval inverts: up to the +1, p < 1 - ci when the ci percentile interval
+    leaves out 0. NaN without draws.
+    """
+    differences = np.asarray(differences, dtype=float)
+    differences = differences[~np.isnan(differences)]
+    if not len(differences):
+        return math.nan
+    sides = [(np.sum(differences <= 0) + 1) / (len(differences) + 1), (np.sum(differences >= 0) + 1) / (len(differences) + 1)]
+    return float(min(1.0, 2 * min(sides)))
 
 
 def _p_value(

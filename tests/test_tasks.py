@@ -25,13 +25,15 @@ from biasutils.tasks import (
     parse_salary,
     trait_lexicon,
 )
+from culture_data import datasets_override
 
 N = 12  # evaluate.n_items of the smoke profile
 
 
 @pytest.fixture(scope="module")
 def params() -> config.StudyParams:
-    return load_params("smoke")
+    """The smoke profile with the culture fixtures (no other task reads them)."""
+    return load_params("smoke", [datasets_override()])
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_every_task_builds_items_of_its_kind(items: dict[str, list[Item]]) -> No
         "occupation_classification": "choice", "counterfactual_twins": "choice", "salary_recommendation": "generate",
         "hiring_recommendation": "choice",
         "story_generation": "generate", "bbq_gender": "choice", "winobias": "choice", "stereoset": "sequences",
-        "crows_pairs": "sequences", "discrim_eval": "choice",
+        "crows_pairs": "sequences", "discrim_eval": "choice", "culture_classification": "choice",
     }
     for name, task_items in items.items():
         assert {item.kind for item in task_items} == {kinds[name]}, name
@@ -86,6 +88,7 @@ def test_every_task_builds_items_of_its_kind(items: dict[str, list[Item]]) -> No
         "salary_recommendation": N, "hiring_recommendation": N, "story_generation": N, "bbq_gender": N,
         "winobias": 2 * N,  # a pro item and its anti twin per row
         "stereoset": N, "crows_pairs": N, "discrim_eval": N,
+        "culture_classification": 3 * N,  # up to n_items from each of the three fixture datasets
     }
 
 
