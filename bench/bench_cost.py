@@ -56,7 +56,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from biasutils.config import TASKS, ParamsError, StudyParams, load_params, mix_sizes, resolve_device
+from biasutils.config import CULTURE_TASK, TASKS, ParamsError, StudyParams, load_params, mix_sizes, resolve_device
 from biasutils.mix import canonical_bias_type, key_attribute
 from biasutils.runner.grid import STAGES, expand
 
@@ -329,7 +329,7 @@ def target_tokens(params: StudyParams, tokenizer: Any, store: Any, sample: int =
                                         templates, params.data.cultures, g.default_name_book())]
     rows = spread(read_jsonl(original_artifact(params.data, params.seed, store).file("train.jsonl")), sample)
     both = encode(rows, tokenizer, round_params(params).finetune)
-    items = {task: task_items(params, task, store) for task in TASKS}
+    items = {task: task_items(params, task, store) for task in scorable_tasks(params)}
     return TargetTokens(
         answer=answer(round(statistics.fmean(prompts)), params.generate.max_new_tokens),
         train=mean([example_shape(e) for e in encode(rows, tokenizer, params.finetune)]),
@@ -398,6 +398,12 @@ def measure_training(params: StudyParams, model: ModelShape, store: Any, device:
                     f"{params.finetune.batch_size})")
 
 
+def scorable_tasks(params: StudyParams) -> list[str]:
+    """The tasks that have items under ``params``: every one, the culture classification only where
+    ``evaluate.culture_datasets`` names its data."""
+    return [task for task in TASKS if task != CULTURE_TASK or params.evaluate.culture_datasets]
+
+
 def measure_evaluation(params: StudyParams, model: ModelShape, store: Any, device: str, per_task: int) -> dict[str, Measured]:
     """The project's scorer (biasutils.evaluate.Scorer) on ``per_task`` items of every task, the base student
     (an adapter merged into the weights costs the same)."""
@@ -407,7 +413,7 @@ def measure_evaluation(params: StudyParams, model: ModelShape, store: Any, devic
     student, tokenizer = load_causal_lm(params.models.student, store, device)
     scorer = Scorer(student, tokenizer, params)
     measured = {}
-    for task in TASKS:
+    for task in scorable_tasks(params):
         items = spread(task_items(params, task, store), per_task)
         max_new_tokens = params.evaluate.max_new_tokens.get(task, 16)
         start = time.perf_counter()
@@ -664,8 +670,7 @@ def print_report(report: Report, gpus: Sequence[int], card: tuple[str, float] | 
 
     print("\n== evaluation: biasutils.evaluate.Scorer per task (target items: every student, mitigated and multi-round too)")
     rows = []
-    for task in TASKS:
-        e = report.evaluation[task]
+    for task, e in report.evaluation.items():
         work = sum(t.scoring(j).get(task, 0.0) for j in report.jobs)
         n = sum(c for j in report.jobs for name, c in j.items if name == task)
         rows.append((task, f"{e.units:.0f}", f"{e.seconds:.1f}", e.rate.split()[0], f"{e.flops_per_s:.3g}",

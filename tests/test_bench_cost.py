@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from biasutils.config import TASKS, load_params
+from biasutils.config import DEFAULT_TASKS, load_params
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -23,7 +23,7 @@ def _load_bench_cost():
 
 
 cost = _load_bench_cost()
-ITEMS = {task: 10 for task in TASKS}  # items per task: any fixed count will do for counting
+ITEMS = {task: 10 for task in DEFAULT_TASKS}  # items per task: any fixed count will do for counting
 
 
 def passes(jobs):
