@@ -219,12 +219,12 @@ def llama_bench(steps: int, batch_size: int, length: int, layers: int, checkpoin
             model = fresh_peft(lambda: random_llama_8b(layers, device), settings)
             if settings.gradient_checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        run = (lambda batch: loop_run(model, batch, None, 0, settings, 1, 0, weight)) if name.startswith("our") else (
-            lambda batch: trainer_run(model, batch, settings, 1, device == "cuda"))
-        run(warmup)  # untimed: kernels, allocator
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        seconds = run(examples)
+        ours = name.startswith("our")
+        for batch in (warmup, examples):  # the warm-up is untimed: kernels, allocator
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            seconds = (loop_run(model, batch, None, 0, settings, 1, 0, weight) if ours
+                       else trainer_run(model, batch, settings, 1, device == "cuda"))
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
         rows.append((name, seconds, peak, ""))
         del model

@@ -77,7 +77,6 @@ def load_causal_lm(
     checkpoint says (right for SmolLM2): batched generation must set ``tokenizer.padding_side =
     "left"`` itself, training usually wants right padding, so the choice belongs to the caller.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     path = model_dir(name, store)

@@ -144,8 +144,6 @@ def test_round_two_is_written_by_round_ones_student_and_a_rerun_recomputes_nothi
 
 
 def test_two_rounds_of_two_chains_give_per_round_measures_and_their_slopes(tmp_path) -> None:
-    import pandas as pd
-
     from biasutils.config import load_params
     from biasutils.store import Store
 

@@ -4,7 +4,6 @@ paths, records that name what a render read, skipping current work, clear failur
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

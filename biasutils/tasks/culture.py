@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from ..config import _HUB_ID, CULTURE_TASK, CultureDataset, StudyParams
+from ..config import HUB_ID, CULTURE_TASK, CultureDataset, StudyParams
 from ..data import TABLE_FORMATS, read_table
 from ..store import Store
 from .base import Item, _choices, _round_robin, _Scoring, _table
@@ -70,7 +70,7 @@ def is_local(dataset: CultureDataset) -> bool:
     """A local file: ``path`` has a table extension, exists, or is no Hub id (``org/name``), so that a
     mistyped file name is reported as a missing file, not as an unknown Hub dataset."""
     path = Path(dataset.path).expanduser()
-    return path.suffix.lower() in TABLE_FORMATS or path.exists() or not _HUB_ID.match(dataset.path)
+    return path.suffix.lower() in TABLE_FORMATS or path.exists() or not HUB_ID.match(dataset.path)
 
 
 def load_rows(dataset: CultureDataset) -> pd.DataFrame:
