@@ -174,7 +174,8 @@ def test_one_lexicon_decides_gender() -> None:
     assert old_male <= cues.MALE_WORDS and old_female <= cues.FEMALE_WORDS
     assert not cues.MALE_WORDS & cues.FEMALE_WORDS
     assert generate.infer_gender is cues.infer_gender is misalign.group.infer_gender
-    assert generate.GENDER_WORDS is cues.GENDER_WORDS and generate.CULTURE_WORDS is cues.CULTURE_WORDS
+    for module in (generate.prompts, generate.markers):  # where the generate package plans prompts and reads samples
+        assert module.GENDER_WORDS is cues.GENDER_WORDS and module.CULTURE_WORDS is cues.CULTURE_WORDS
     assert cues.infer_gender("The actress met her niece.") == "female"
     assert cues.infer_gender("He and she founded it.") == "unknown"
 
