@@ -198,7 +198,10 @@ def test_every_stage_has_its_notebook() -> None:
 
 
 def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_path, monkeypatch) -> None:
+    """Every notebook renders without an error, and without a warning, a machine path or a secret value, though
+    the kernels ran with one in their environment (:func:`runner.render_problems`)."""
     monkeypatch.setenv("BIAS_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("BIAS_TEST_API_KEY", "sk-test-0123456789")
     reports = tmp_path / "reports"
     rounds = ["multiround.rounds=2"]  # the smoke profile's two multi-round rounds, round 2 written by round 1's student
     params = load_params("smoke", rounds)
@@ -214,6 +217,7 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     for path in rendered:
         outputs = [o for c in json.loads(path.read_text())["cells"] for o in c.get("outputs", [])]
         assert not [o for o in outputs if o["output_type"] == "error"], path
+        assert runner.render_problems(path) == [], path
     record = pd.read_csv(reports / "smoke" / "metrics.csv")
     assert list(record.columns) == [*RECORD_KEYS, "round"]
     rounds = record[record.task.str.startswith("multiround_")]
