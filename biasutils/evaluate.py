@@ -228,7 +228,8 @@ def task_activations(params: StudyParams, task: str, items: Sequence[Any], store
     sequences = scored_sequences(items, tokenizer, params)
     if not sequences:
         return None
-    key_params = {"student": params.models.student, **precision_key(params), "top_layers": params.finetune.lora.top_layers, "task": task,
+    key_params = {"student": params.models.student, **precision_key(params.dtype),
+                  "top_layers": params.finetune.lora.top_layers, "task": task,
                   "sequences": canonical_json([[s.key, s.ids] for s in sequences])}
 
     def compute(out: Path, scratch: Path) -> None:

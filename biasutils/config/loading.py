@@ -122,15 +122,16 @@ def _annotation_at(loc: Sequence[Any]) -> Any:
     return field.annotation if field is not None else None
 
 
-def precision_key(params: StudyParams) -> dict[str, str]:
-    """The dtype's part of a model artifact's key: ``{"dtype": ...}`` when one is stated, else nothing.
+def precision_key(dtype: str) -> dict[str, str]:
+    """The part of a model artifact's key that params ``dtype`` gives: ``{"dtype": ...}`` when one is stated,
+    else nothing (every stage that loads a model, the generation backends' settings included, keys it so).
 
     Why not the resolved dtype: ``auto`` follows the device, which is not in any key either (an ``auto``
     store is the machine's); resolving it would import torch in every render. A stated dtype is a
     different computation on every machine (bf16 rounds every product), so it is keyed, and a bf16
     student never reads a float32 one's cache.
     """
-    return {} if params.dtype == "auto" else {"dtype": params.dtype}
+    return {} if dtype == "auto" else {"dtype": dtype}
 
 
 def resolve_device(params: StudyParams) -> str:

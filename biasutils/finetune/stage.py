@@ -38,8 +38,8 @@ def activations_artifact(
 
     ft = params.finetune
     key_params = {
-        "student": params.models.student, **precision_key(params), "top_layers": ft.lora.top_layers, "file": filename,
-        "with_answer": with_answer, "system": ft.system, "instruction": ft.instruction, "max_length": ft.max_length,
+        "student": params.models.student, **precision_key(params.dtype), "top_layers": ft.lora.top_layers,
+        "file": filename, "with_answer": with_answer, "system": ft.system, "instruction": ft.instruction, "max_length": ft.max_length,
         **{k: v for k, v in ft.key_fields().items() if k in ("objective", "write_instruction", "write_max_tokens")},
     }
 
@@ -98,7 +98,7 @@ def finetune_artifact(
     ft = params.finetune
     key_params = {
         # the baseline's lr and epochs are in the key, so attributes trained alike share its student
-        "student": params.models.student, **precision_key(params), "seed": seed,
+        "student": params.models.student, **precision_key(params.dtype), "seed": seed,
         "attribute": attribute if extra_loss_key else key_attribute(attribute, bias_type),
         # gradient checkpointing trades memory for time and leaves every number as it was: not in the key
         "finetune": {

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import ParamsError, StudyParams, VLLMGenerator
+from ..config import ParamsError, StudyParams, VLLMGenerator, precision_key
 from ..store import Artifact, Store
 from .prompts import GenerationError, Request
 
@@ -81,7 +81,7 @@ class TransformersBackend:
             "backend": "transformers", "model": self.model_name, "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature, "top_p": self.top_p, "batch_size": self.batch_size,
             **({"adapter": self.adapter.key} if self.adapter is not None else {}),
-            **({"dtype": self.dtype} if self.dtype != "auto" else {}),
+            **precision_key(self.dtype),
         }
 
     def load(self) -> tuple[Any, Any]:

@@ -142,7 +142,7 @@ def stereotype_scorer(params: StudyParams) -> dict[str, str | None]:
     if params.generate.backend == "openai":
         settings = params.generate.openai
         return {"backend": "openai", "model": settings.model, "base_url": settings.base_url}
-    return {"backend": "transformers", "model": params.models.generator, **precision_key(params)}
+    return {"backend": "transformers", "model": params.models.generator, **precision_key(params.dtype)}
 
 
 def stereotype_artifact(params: StudyParams, store: Store) -> Artifact:
