@@ -30,7 +30,7 @@ from .format import (
 )
 from .forward import (
     ExtraLoss, WINDOWED_MODEL_TYPES, decoder_parts, final_hidden, frozen_layer_count, head_logits, layer_slice,
-    lower_activations, packed_step_loss, placement, step_loss, trained_slice, unpacked,
+    lower_activations, placement, step_loss, trained_slice, unpacked,
 )
 from .training import (
     BatchPlan, TrainState, answer_logits, check_adapter_changes_outputs, lora_config, restore_rng_state, resume,
@@ -42,10 +42,11 @@ from .stage import (
 )
 
 __all__ = [
-    "ACTIVATIONS_STAGE", "Batch", "BatchPlan", "Example", "ExtraLoss", "FinetuneError", "PackedBatch", "STAGE", "TrainState",
-    "VERSION", "WINDOWED_MODEL_TYPES", "activations_artifact", "answer_logits", "answer_text", "cached_activations",
-    "check_adapter_changes_outputs", "collate", "decoder_parts", "encode", "final_hidden", "finetune_artifact",
-    "frozen_layer_count", "head_logits", "layer_slice", "load_activations", "load_student", "lora_config",
-    "lower_activations", "pack", "packed_step_loss", "placement", "prompt_text", "restore_rng_state", "resume", "rng_state", "save_checkpoint", "step_loss",
-    "train", "trained_slice", "unpacked", "trainable_student", "training_sources", "with_adapter",
+    "ACTIVATIONS_STAGE", "Batch", "BatchPlan", "Example", "ExtraLoss", "FinetuneError", "PackedBatch", "STAGE",
+    "TrainState", "VERSION", "WINDOWED_MODEL_TYPES", "activations_artifact", "answer_logits", "answer_text",
+    "cached_activations", "check_adapter_changes_outputs", "collate", "decoder_parts", "encode", "final_hidden",
+    "finetune_artifact", "frozen_layer_count", "head_logits", "layer_slice", "load_activations", "load_student",
+    "lora_config", "lower_activations", "pack", "placement", "prompt_text", "restore_rng_state", "resume",
+    "rng_state", "save_checkpoint", "step_loss", "train", "trainable_student", "trained_slice", "training_sources",
+    "unpacked", "with_adapter",
 ]

@@ -117,8 +117,11 @@ def in_student_dtype(model: nn.Module, batch: Any) -> Any:
     return batch
 
 
-def final_hidden(model: nn.Module, batch: Batch, layers: tuple[int, int] | None, last: int | None = None) -> torch.Tensor:
-    """The decoder's last hidden states for a batch; ``layers`` runs only that slice (cached inputs).
+def final_hidden(
+    model: nn.Module, batch: Batch | PackedBatch, layers: tuple[int, int] | None, last: int | None = None
+) -> torch.Tensor:
+    """The decoder's last hidden states for a batch; ``layers`` runs only that slice (cached inputs). A packed
+    batch is one row; ``last`` applies to left-padded batches only.
 
     ``last``: only the last ``last`` positions will be read. Then the top layer of the slice may compute
     its output there only (:func:`_windowed_top_layer`) and the result may hold just those positions
@@ -248,46 +251,47 @@ def step_loss(
     A batch with writing examples (answers of ~70 tokens beside classification answers of 2-4) runs the
     LM head on the answer tokens only: the head is most of a small model's step and half the window is
     padding (bench/bench_writing.py). Classification alone keeps the dense product the main study's
-    students were trained with (the two round differently in the last bits).
+    students were trained with (the two round differently in the last bits). A packed batch
+    (``finetune.packing``) gives the same loss: the head at its answer positions, the extra term on its
+    examples set side by side.
     """
+    cross_entropy = _packed_cross_entropy if isinstance(batch, PackedBatch) else _padded_cross_entropy
+    ce, hidden, mask = cross_entropy(model, batch, layers, extra_loss is not None)
+    parts = {"ce": float(ce.detach())}
+    if extra_loss is None:
+        return ce, parts
+    extra = extra_loss(hidden, mask, batch.sources, batch.groups)
+    parts["extra"] = float(extra.detach())
+    return ce + extra, parts
+
+
+def _padded_cross_entropy(
+    model: nn.Module, batch: Batch, layers: tuple[int, int] | None, every_position: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The answer tokens' cross-entropy of a left-padded batch, its last hidden states and mask [B, T];
+    ``every_position``: the hidden states are read everywhere (else the top layer may run on the window)."""
     from torch import nn
 
-    if isinstance(batch, PackedBatch):
-        return packed_step_loss(model, batch, layers, extra_loss)
-    hidden = final_hidden(model, batch, layers, None if extra_loss is not None else batch.window)
+    hidden = final_hidden(model, batch, layers, None if every_position else batch.window)
     window, labels = hidden[:, -batch.window : -1], batch.labels
     if batch.writes:
         scored = labels != -100
         window, labels = window[scored], labels[scored]
     logits = head_logits(model, window)
     ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-    parts = {"ce": float(ce.detach())}
-    if extra_loss is None:
-        return ce, parts
-    extra = extra_loss(hidden, batch.attention_mask, batch.sources, batch.groups)
-    parts["extra"] = float(extra.detach())
-    return ce + extra, parts
+    return ce, hidden, batch.attention_mask
 
 
-def packed_step_loss(
-    model: nn.Module, batch: PackedBatch, layers: tuple[int, int] | None, extra_loss: ExtraLoss | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """:func:`step_loss` on a packed batch: the same mean cross-entropy over the batch's answer tokens (the
-    LM head at those positions only), and the extra term on the examples' hidden states set side by side."""
+def _packed_cross_entropy(
+    model: nn.Module, batch: PackedBatch, layers: tuple[int, int] | None, every_position: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The same mean cross-entropy over a packed batch's answer tokens (the LM head at those positions only),
+    and its examples' hidden states set side by side with their mask (:func:`unpacked`) when they are read."""
     from torch import nn
 
-    decoder, _ = decoder_parts(model)
-    batch = in_student_dtype(model, batch)
-    with layer_slice(decoder, *layers) if layers else contextlib.nullcontext():
-        hidden = decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state[0]  # [N, H]
+    hidden = final_hidden(model, batch, layers)[0]  # [N, H]: the whole row, no window to cut
     ce = nn.functional.cross_entropy(head_logits(model, hidden[batch.reads]), batch.targets)
-    parts = {"ce": float(ce.detach())}
-    if extra_loss is None:
-        return ce, parts
-    padded, mask = unpacked(hidden, batch.lengths)
-    extra = extra_loss(padded, mask, batch.sources, batch.groups)
-    parts["extra"] = float(extra.detach())
-    return ce + extra, parts
+    return (ce, *unpacked(hidden, batch.lengths)) if every_position else (ce, hidden, None)
 
 
 def unpacked(hidden: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
