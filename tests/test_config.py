@@ -46,6 +46,9 @@ def test_overrides_set_nested_fields_with_yaml_values() -> None:
         (["models.student=gpt2"], "models.student", "tiny-random-llama"),
         (["grid.attributes=[race]"], "grid.attributes.0", "'gender' or 'culture'"),
         (["data.source=wikipedia"], "data.source", "'offline' or 'bias_in_bios'"),
+        (["dtype=half"], "dtype", "allowed: 'auto', 'float32', 'bfloat16' or 'float16'"),
+        (["finetune.packing=sometimes"], "finetune.packing", "valid boolean"),
+        (["finetune.gradient_checkpointing=sometimes"], "finetune.gradient_checkpointing", "allowed: 'auto'"),
     ],
 )
 def test_bad_values_name_the_field_and_the_allowed_values(overrides, field, allowed) -> None:
