@@ -363,7 +363,7 @@ def primary_result(params: StudyParams, rows: pd.DataFrame) -> dict[str, float |
 def stored_multiround(params: StudyParams, store: Store) -> dict[str, pd.DataFrame | dict]:
     """What notebook 07 and the record read: the tables of :func:`multiround_artifact`."""
     artifact = multiround_artifact(params, store)
-    read = lambda name: pd.read_csv(artifact.file(name), float_precision="round_trip")  # noqa: E731
+    read = lambda name: pd.read_csv(artifact.file(name))  # noqa: E731
     accumulation_file = artifact.file("accumulation.csv")
     return {"rows": read("rows.csv"), "generation": read("generation.csv"),
             "accumulation": read("accumulation.csv") if accumulation_file.stat().st_size > 1 else pd.DataFrame(),

@@ -220,8 +220,8 @@ def comparison_artifact(params: StudyParams, store: Store) -> Artifact:
 def stored_comparisons(params: StudyParams, store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the comparison table, the record's mitigation rows), read from :func:`comparison_artifact`."""
     artifact = comparison_artifact(params, store)
-    return (pd.read_csv(artifact.file("comparisons.csv"), float_precision="round_trip"),
-            pd.read_csv(artifact.file("rows.csv"), float_precision="round_trip", dtype={"seed": str}))
+    return (pd.read_csv(artifact.file("comparisons.csv")),
+            pd.read_csv(artifact.file("rows.csv"), dtype={"seed": str}))
 
 
 def evaluation_rows(params: StudyParams, store: Store) -> pd.DataFrame:

@@ -98,8 +98,8 @@ def stored_record(params: StudyParams, store: Store) -> tuple[pd.DataFrame, pd.D
     """(the record's rows, the size plan as a table of MDEs: rows attribute/measure/test items, columns seeds),
     read from :func:`record_artifact` (computed first on a store miss)."""
     artifact = record_artifact(params, store)
-    metrics = pd.read_csv(artifact.file("metrics.csv"), float_precision="round_trip", dtype={"seed": str})
-    return metrics, pivot_size_plan(pd.read_csv(artifact.file("size_plan.csv"), float_precision="round_trip"))
+    metrics = pd.read_csv(artifact.file("metrics.csv"), dtype={"seed": str})
+    return metrics, pivot_size_plan(pd.read_csv(artifact.file("size_plan.csv")))
 
 
 def inheritance_students(params: StudyParams, store: Store) -> list:
