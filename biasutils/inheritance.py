@@ -50,7 +50,7 @@ from scipy.special import logsumexp
 
 from .config import INHERITANCE_MEASURES, StudyParams
 from .mix import BASELINE
-from .stats import GROUP_COLUMNS, tpr_table
+from .stats import GROUP_COLUMNS, percentile_interval, tpr_table
 from .store import Store, read_jsonl
 
 TASK = "occupation_classification"
@@ -240,11 +240,6 @@ def bootstrap_totals(terms: np.ndarray, cells: np.ndarray, n_boot: int, seed: in
     items = cell_resamples(cells, n_boot, rng)
     seeds = rng.integers(0, terms.shape[0], size=(n_boot, terms.shape[0])) if terms.shape[0] > 1 else np.zeros((n_boot, 1), int)
     return terms[seeds[:, :, None], items[:, None, :]].mean(axis=1).sum(axis=1)
-
-
-def percentile_interval(totals: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
-    low, high = np.quantile(totals, [(1 - ci) / 2, (1 + ci) / 2])
-    return float(low), float(high)
 
 
 def sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> float:

@@ -286,7 +286,7 @@ def gap_table(
     so a group the model never answered for shows up instead of stopping the evaluation.
     """
     y_true, y_pred, labels = _aligned(y_true, y_pred, groups)
-    quantiles = ci_quantiles(ci)
+    ci_quantiles(ci)
     index_a, index_b = np.flatnonzero(labels == group_a), np.flatnonzero(labels == group_b)
     rows = []
     for name, metric in metrics.items():
@@ -296,7 +296,7 @@ def gap_table(
             rows.append(row | {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                                "p_value": math.nan, "test": significance_test(metric)})
             continue
-        low, high = _bootstrap_gap(statistic, index_a, index_b, n_boot, seed, quantiles)
+        low, high = _bootstrap_gap(statistic, index_a, index_b, n_boot, seed, ci)
         p_value = _p_value(name, metric, statistic, y_true, y_pred, index_a, index_b, n_permutations, seed)
         rows.append(row | {"value": statistic(index_a) - statistic(index_b), "ci_low": low, "ci_high": high,
                            "p_value": p_value, "test": significance_test(metric)})
@@ -324,23 +324,27 @@ def _bootstrap_gap(
     index_b: np.ndarray,
     n_boot: int,
     seed: int,
-    quantiles: Sequence[float],
+    ci: float,
 ) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     gaps = np.array([
         statistic(rng.choice(index_a, len(index_a))) - statistic(rng.choice(index_b, len(index_b)))
         for _ in range(n_boot)
     ])
-    return percentile_interval(gaps, quantiles)
+    return percentile_interval(gaps, ci)
 
 
-def percentile_interval(samples: np.ndarray, quantiles: Sequence[float]) -> tuple[float, float]:
-    """The percentile interval of bootstrap draws, NaN draws left out (NaN bounds without any draw)."""
-    samples = np.asarray(samples, dtype=float)
-    samples = samples[~np.isnan(samples)]
-    if not len(samples):
+def percentile_interval(draws: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    """The ``ci`` percentile interval of bootstrap draws, with the draws whose statistic is undefined (NaN or
+    infinite: a resample that lost a group) left out, and NaN bounds when none is left.
+
+    The one definition behind every bootstrap interval of the study (gaps, inheritance totals, misalignments,
+    the culture task), so that they all treat an undefined resample alike."""
+    draws = np.asarray(draws, dtype=float)
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
         return math.nan, math.nan
-    low, high = np.quantile(samples, quantiles)
+    low, high = np.quantile(draws, ci_quantiles(ci))
     return float(low), float(high)
 
 

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 
 from biasutils import inheritance as inh
 from biasutils.config import load_params
-from biasutils.stats import tpr_table
+from biasutils.stats import percentile_interval, tpr_table
 
 OCCUPATIONS = ("architect", "dentist", "nurse", "painter", "professor", "software_engineer")
 FAVOURED = {"architect": "male", "dentist": "male", "nurse": "female", "painter": "male", "professor": "male",
@@ -144,8 +144,8 @@ def test_the_seed_bootstrap_interval_holds_the_between_seed_spread() -> None:
     base = rng.normal(0, 1, 240) / 240
     spread = np.vstack([base + offset / 240 for offset in (-0.3, 0.0, 0.3)])
     same = np.vstack([base] * 3)
-    wide = np.diff(inh.percentile_interval(inh.bootstrap_totals(spread, cells, 2000, 0)))[0]
-    narrow = np.diff(inh.percentile_interval(inh.bootstrap_totals(same, cells, 2000, 0)))[0]
+    wide = np.diff(percentile_interval(inh.bootstrap_totals(spread, cells, 2000, 0)))[0]
+    narrow = np.diff(percentile_interval(inh.bootstrap_totals(same, cells, 2000, 0)))[0]
     assert wide > 1.5 * narrow
 
 

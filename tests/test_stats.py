@@ -213,3 +213,16 @@ def test_record_rows_keys_order_and_gap_naming() -> None:
     bad_context = {key: value for key, value in CONTEXT.items() if key != "task"} | {"model": "x"}
     with pytest.raises(ValueError, match=r"missing \['task'\], unknown \['model'\]"):
         stats.record_rows(stats.group_table(*data, metrics(), n_boot=0), **bad_context)
+
+
+def test_every_bootstrap_interval_leaves_out_undefined_draws_and_says_nan_when_none_is_left():
+    """One definition serves gaps, inheritance totals, misalignments and the culture task: a resample whose
+    statistic is undefined (NaN, or infinite) does not move the interval, and a level outside (0, 1) is refused."""
+    draws = np.random.default_rng(0).normal(size=1000)
+    expected = tuple(np.quantile(draws, [0.05, 0.95]))
+    assert stats.percentile_interval(draws, 0.9) == pytest.approx(expected, rel=0, abs=0)
+    spoiled = np.concatenate([draws, [np.nan, np.inf, -np.inf]])
+    assert stats.percentile_interval(spoiled, 0.9) == pytest.approx(expected, rel=0, abs=0)
+    assert all(np.isnan(stats.percentile_interval(np.array([np.nan, np.inf]))))
+    with pytest.raises(ValueError, match="ci: 1.5 .*allowed: 0 < ci < 1"):
+        stats.percentile_interval(draws, 1.5)

@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
@@ -45,15 +44,6 @@ def _ordered_occupations(values: Any) -> list[str]:
     """Distinct occupations, the study's six first in their usual order, then any others sorted."""
     present = set(map(str, values))
     return [o for o in OCCUPATIONS if o in present] + sorted(present - set(OCCUPATIONS))
-
-
-def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
-    """Percentile bootstrap interval of the finite replicates (NaN without any)."""
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return math.nan, math.nan
-    low, high = np.quantile(values, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
-    return float(low), float(high)
 
 
 def wilson_interval(count: int, n: int) -> tuple[float, float]:

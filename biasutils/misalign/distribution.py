@@ -16,7 +16,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 from scipy.spatial.distance import pdist, squareform
 
-from ._common import AUGMENTED, ORIGINAL, _check_n_boot, _percentile_interval
+from ..stats import percentile_interval
+from ._common import AUGMENTED, CI_LEVEL, ORIGINAL, _check_n_boot
 
 # ---------------------------------------------------------------------------------------------- distribution
 
@@ -134,7 +135,7 @@ def _auc_interval(positive: np.ndarray, negative: np.ndarray, n_boot: int, seed:
     boot_positive = positive[rng.integers(0, len(positive), size=(n_boot, len(positive)))]
     boot_negative = negative[rng.integers(0, len(negative), size=(n_boot, len(negative)))]
     u = scipy_stats.mannwhitneyu(boot_positive, boot_negative, axis=1, method="asymptotic").statistic
-    return _percentile_interval(u / (len(positive) * len(negative)))
+    return percentile_interval(u / (len(positive) * len(negative)), CI_LEVEL)
 
 
 def projection_2d(x: Any, y: Any, seed: int = 0, labels: tuple[str, str] = (ORIGINAL, AUGMENTED)) -> pd.DataFrame:

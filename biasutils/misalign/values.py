@@ -29,7 +29,7 @@ from ..benchmarks import occupation_statistics, stereotype_statements
 from ..config import GENDERS
 from ..corpus import NameTable
 from ..tasks import ALL, Item
-from ._common import UNKNOWN, _check_n_boot, _ordered_occupations, _percentile_interval, _require_columns, wilson_interval
+from ._common import CI_LEVEL, UNKNOWN, _check_n_boot, _ordered_occupations, _require_columns, wilson_interval
 from .group import inferred_groups
 
 # ---------------------------------------------------------------------------------------------- references
@@ -144,7 +144,7 @@ def occupation_share_distance(
 
 def _distance_row(group: str, metric: str, value: float, boot: np.ndarray, share: float, reference_share: float,
                   labels: np.ndarray) -> dict[str, Any]:
-    low, high = _percentile_interval(boot)
+    low, high = stats.percentile_interval(boot, CI_LEVEL)
     return {"group": group, "metric": metric, "value": value, "ci_low": low, "ci_high": high, "n": len(labels),
             "share_female": float(share), "reference_share_female": float(reference_share),
             "n_female": int((labels == "female").sum()), "n_male": int((labels == "male").sum()),
@@ -387,7 +387,7 @@ def opinion_distance(
         if len(distances):  # a country the model shares no question with keeps n = 0 and NaN
             value = float(distances.mean())
             draws = rng.integers(0, len(distances), (n_boot, len(distances)))
-            low, high = _percentile_interval(distances[draws].mean(1))
+            low, high = stats.percentile_interval(distances[draws].mean(1), CI_LEVEL)
         rows.append({"group": country, "metric": "js_distance_opinion", "value": value, "ci_low": low,
                      "ci_high": high, "n": len(distances), "similarity": 1 - value})
     return pd.DataFrame(rows)

@@ -100,7 +100,8 @@ def overall_table(students: Sequence[Any], params: StudyParams) -> pd.DataFrame:
     """Per mitigation and measure, the mean over every mitigated point of its paired difference, with the
     interval of that mean (each point's seed-and-item bootstrap, averaged draw by draw) and one sign-flip
     test over all points' items; Holm over the mitigations."""
-    from ..inheritance import bootstrap_totals, holm, paired_differences, percentile_interval, sign_flip_p
+    from ..inheritance import bootstrap_totals, holm, paired_differences, sign_flip_p
+    from ..stats import percentile_interval
 
     settings, rows = params.inheritance, []
     groups = _groups(students)

@@ -218,15 +218,14 @@ class CultureClassification(_Scoring):
         means = relation_means(frame, options)
         observed = means(np.arange(len(frame)))
         draws = stats.stratified_bootstrap(means, frame["cell"], self.n_boot, self.seed).reshape(self.n_boot, len(RELATIONS))
-        quantiles = stats.ci_quantiles(self.ci)
         sizes = [int((frame["relation"] == relation).sum()) for relation in RELATIONS]
         rows = pd.DataFrame([
             {"group": relation, "metric": "mean_macro_f1", "value": float(observed[k]),
-             **dict(zip(("ci_low", "ci_high"), stats.percentile_interval(draws[:, k], quantiles), strict=True)),
+             **dict(zip(("ci_low", "ci_high"), stats.percentile_interval(draws[:, k], self.ci), strict=True)),
              "n": sizes[k]}
             for k, relation in enumerate(RELATIONS)
         ], columns=list(stats.GROUP_COLUMNS))
-        low, high = stats.percentile_interval(draws[:, 0] - draws[:, 1], quantiles)
+        low, high = stats.percentile_interval(draws[:, 0] - draws[:, 1], self.ci)
         gap = pd.DataFrame([{
             "metric": "mean_macro_f1", "group_a": RELATIONS[0], "group_b": RELATIONS[1],
             "value": float(observed[0] - observed[1]), "ci_low": low, "ci_high": high,
