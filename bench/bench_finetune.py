@@ -218,7 +218,7 @@ def llama_bench(steps: int, batch_size: int, length: int, layers: int, checkpoin
         else:
             model = fresh_peft(lambda: random_llama_8b(layers, device), settings)
             if settings.gradient_checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         ours = name.startswith("our")
         for batch in (warmup, examples):  # the warm-up is untimed: kernels, allocator
             if device == "cuda":

@@ -11,6 +11,7 @@ import torch
 from biasutils import evaluate as e
 from biasutils import finetune as f
 from biasutils.config import load_params
+from biasutils.finetune.training import peft_wrapping
 from biasutils.models import load_causal_lm
 from biasutils.store import Artifact, Store
 from biasutils.tasks import Item
@@ -42,7 +43,8 @@ def _with_lora(model: torch.nn.Module, top: int = TOP, dropout: float = 0.0) -> 
     from peft import get_peft_model
 
     ft = load_params("smoke", [f"finetune.lora.top_layers={top}", f"finetune.lora.dropout={dropout}"]).finetune
-    peft_model = get_peft_model(model, f.lora_config(ft, N_LAYERS, N_LAYERS - top))
+    with peft_wrapping():
+        peft_model = get_peft_model(model, f.lora_config(ft, N_LAYERS, N_LAYERS - top))
     generator = torch.Generator().manual_seed(1)
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
@@ -81,7 +83,7 @@ def _loss_and_grads(model, batch, extra=None):
     loss, _ = f.step_loss(model, batch, (N_LAYERS - TOP, N_LAYERS), extra)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
 @pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3"])
@@ -140,7 +142,7 @@ def test_where_the_shortcut_would_compute_something_else_the_full_forward_runs(c
     batch = f.collate(examples, _cache(model, examples), "cpu")
     layers = (N_LAYERS - TOP, N_LAYERS)
     if case == "gradient checkpointing":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if case == "unsupported model type":
         monkeypatch.setattr(f.forward, "WINDOWED_MODEL_TYPES", frozenset())  # where final_hidden looks it up
     if case == "no frozen layers":
@@ -154,7 +156,7 @@ def test_where_the_shortcut_would_compute_something_else_the_full_forward_runs(c
     with torch.inference_mode():
         reference = f.step_loss(model, f.collate(examples, _cache(model, examples), "cpu"), (N_LAYERS - TOP, N_LAYERS))[0]
     if case != "lora dropout":
-        assert float(loss) == pytest.approx(float(reference), abs=ATOL)
+        assert float(loss.detach()) == pytest.approx(float(reference), abs=ATOL)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -236,7 +238,8 @@ def test_the_evaluated_student_has_its_adapter_merged_with_the_same_scores(scori
     base, _ = load_causal_lm(params.models.student, store, "cpu")
     n_layers = f.decoder_parts(base)[0].config.num_hidden_layers
     smoke = load_params("smoke")  # its tiny model has 2 layers: adapt the top one
-    adapter = get_peft_model(base, f.lora_config(smoke.finetune, n_layers, f.frozen_layer_count(base, smoke.finetune)))
+    with peft_wrapping():
+        adapter = get_peft_model(base, f.lora_config(smoke.finetune, n_layers, f.frozen_layer_count(base, smoke.finetune)))
     for name, param in adapter.named_parameters():
         if "lora_B" in name:
             param.data = torch.randn(param.shape, generator=torch.Generator().manual_seed(4)) * 0.5

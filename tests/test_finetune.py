@@ -194,7 +194,7 @@ def test_gradient_checkpointing_trains_the_same_adapter(tmp_path) -> None:
         params = load_params("smoke", [*FAST, f"finetune.gradient_checkpointing={str(checkpointing).lower()}"])
         store = _store_with_a_mix(params, tmp_path / str(checkpointing))
         model, _, _ = f.trainable_student(params, store, "cpu", 0)
-        assert model.is_gradient_checkpointing is checkpointing
+        assert model.is_activation_checkpointing is checkpointing
         artifact, curve = _train(params, store)
         curves.append(curve)
         keys.append(artifact.key)
@@ -214,4 +214,4 @@ def test_gradient_checkpointing_auto_is_chosen_by_the_memory_a_step_needs(tmp_pa
     assert checkpointing_needed(llama_8b, 32 * 1024, free_after_weights)  # ~136 GiB
     params = load_params("smoke", [*FAST, "finetune.gradient_checkpointing=auto"])
     model, _, _ = f.trainable_student(params, Store(tmp_path), "cpu", 0)
-    assert model.is_gradient_checkpointing is False  # never on a CPU
+    assert model.is_activation_checkpointing is False  # never on a CPU

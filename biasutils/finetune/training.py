@@ -71,7 +71,7 @@ def trainable_student(params: StudyParams, store: Store, device: str, seed: int)
     with peft_wrapping():
         peft_model = get_peft_model(model, lora_config(ft, n_layers, frozen_layer_count(model, ft)))
     if checkpointing_chosen(ft, model):
-        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        peft_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return peft_model, tokenizer, "peft"
 
 
