@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from ..config import HUB_ID, CULTURE_TASK, CultureDataset, StudyParams
+from ..config import CULTURE_TASK, HUB_ID, PARAMS_DIR, CultureDataset, StudyParams
 from ..data import TABLE_FORMATS, read_table
 from ..store import Store
 from .base import Item, _choices, _round_robin, _Scoring, _table
@@ -66,10 +66,18 @@ def _where(dataset: CultureDataset, field: str) -> str:
     return f"evaluate.culture_datasets {dataset.name!r} {field}"
 
 
+def dataset_file(dataset: CultureDataset) -> Path:
+    """The local file ``path`` names. A relative path is read from the project folder (the one holding
+    ``params/``), not from the working directory: the command line, its workers and the notebook kernels
+    (which run in ``reports/<profile>/``) must all read the same file."""
+    path = Path(dataset.path).expanduser()
+    return path if path.is_absolute() else PARAMS_DIR.parent / path
+
+
 def is_local(dataset: CultureDataset) -> bool:
     """A local file: ``path`` has a table extension, exists, or is no Hub id (``org/name``), so that a
     mistyped file name is reported as a missing file, not as an unknown Hub dataset."""
-    path = Path(dataset.path).expanduser()
+    path = dataset_file(dataset)
     return path.suffix.lower() in TABLE_FORMATS or path.exists() or not HUB_ID.match(dataset.path)
 
 
@@ -77,7 +85,7 @@ def load_rows(dataset: CultureDataset) -> pd.DataFrame:
     """Every row of the dataset: the local file, else the Hub dataset ``path`` (``config``, ``split``)
     through ``datasets.load_dataset``."""
     if is_local(dataset):
-        return read_table(Path(dataset.path).expanduser(), _where(dataset, "path"))
+        return read_table(dataset_file(dataset), _where(dataset, "path"))
     try:
         return hub_rows(dataset).to_pandas()
     except (OSError, ValueError) as error:  # not found, no connection, an unknown split or configuration
