@@ -20,11 +20,11 @@ from sklearn.metrics import f1_score
 
 from biasutils import config, stats
 from biasutils import evaluate as e
-from biasutils.config import PARAMS_DIR, ParamsError, load_params
+from biasutils.config import ParamsError, load_params
 from biasutils.store import Store
 from biasutils.tasks import TASKS, CultureClassification, Item
 from biasutils.tasks import culture as c
-from culture_data import FIXTURES, HATE, OFFENSE, SPAM, datasets_override
+from culture_data import FIXTURES, HATE, OFFENSE, RELATIVE, SPAM, datasets_override
 
 N = 12  # evaluate.n_items of the smoke profile: items per dataset
 
@@ -95,10 +95,9 @@ def test_items_are_drawn_by_seed_and_capped_per_dataset(items: list[Item]) -> No
 def test_a_relative_path_is_read_from_the_project_folder_wherever_the_command_runs(items, tmp_path, monkeypatch) -> None:
     """Notebook kernels run in reports/<profile>/ and the command line wherever it is started: a path relative
     to the project folder (as README writes them) must give the same items in each."""
-    relative = [dataset.replace(str(FIXTURES), str(FIXTURES.relative_to(PARAMS_DIR.parent))) for dataset in (OFFENSE, HATE, SPAM)]
-    assert all(str(FIXTURES) not in dataset for dataset in relative)
+    assert all(str(FIXTURES) not in dataset for dataset in RELATIVE)
     monkeypatch.chdir(tmp_path)
-    params = culture_params(datasets=relative)
+    params = culture_params(datasets=RELATIVE)
     c.check_local_datasets(params)
     assert TASKS["culture_classification"].items(params, Store()) == items
 

@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from biasutils import runner
-from biasutils.config import load_params
+from biasutils.config import CULTURE_TASK, load_params
+from biasutils.report import grid_points
 from biasutils.stats import RECORD_KEYS
 
+from culture_data import RELATIVE, datasets_override
 from toy_work import toy_work
 
 
@@ -203,9 +205,12 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     monkeypatch.setenv("BIAS_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("BIAS_TEST_API_KEY", "sk-test-0123456789")
     reports = tmp_path / "reports"
-    rounds = ["multiround.rounds=2"]  # the smoke profile's two multi-round rounds, round 2 written by round 1's student
-    params = load_params("smoke", rounds)
-    rendered = runner.execute(params, rounds, reports_dir=reports, progress=False, jobs=2)  # concurrent stages share the store
+    # the smoke profile's two multi-round rounds (round 2 written by round 1's student), and its tasks with the
+    # culture classification task on the fixtures, named by paths relative to the project as README writes them
+    overrides = ["multiround.rounds=2", f"grid.tasks=[{', '.join([*load_params('smoke').grid.tasks, CULTURE_TASK])}]",
+                 datasets_override(*RELATIVE)]
+    params = load_params("smoke", overrides)
+    rendered = runner.execute(params, overrides, reports_dir=reports, progress=False, jobs=2)  # concurrent stages share the store
     names = sorted(str(p.relative_to(reports / "smoke")) for p in rendered)
     point = "attribute=gender/bias_type=contrastive-explicit"
     for expected in ["00_data.ipynb", f"{point}/01_generate.ipynb", f"{point}/ratio=0.2/seed=0/02_mix.ipynb",
@@ -246,12 +251,32 @@ def test_the_whole_smoke_pipeline_renders_the_record_and_a_second_run_skips(tmp_
     tests = record[record.task == "inheritance_test"]
     assert set(tests.bias_type) == {"contrastive-explicit", "contextual-implicit"} and (tests.ratio == 0.2).all()
     assert {"twin_shift_diff", "twin_shift_diff_p_holm", "twin_shift_diff_mde"} <= set(tests.metric)
-    figures = ("accuracy_by_gender", "group_gaps", "misalignment", "aligned_tpr_gap", "tpr_gap_vs_share", "twin_shift")
+    figures = ("accuracy_by_gender", "group_gaps", "misalignment", "aligned_tpr_gap", "tpr_gap_vs_share", "twin_shift",
+               "culture_relations")
     assert all((reports / "smoke" / "figures" / f"{f}.png").stat().st_size > 0 for f in figures)
+    _the_culture_task_is_in_the_record_and_drawn_in_04(record, len(grid_points(params)),
+                                                       reports / "smoke" / point / "ratio=0.2/seed=0/04_evaluate.ipynb")
     before = {p: p.stat().st_mtime_ns for p in rendered}
-    runner.execute(params, rounds, reports_dir=reports, progress=False)
+    runner.execute(params, overrides, reports_dir=reports, progress=False)
     assert {p: p.stat().st_mtime_ns for p in rendered} == before, "a second run re-renders nothing"
     _the_mitigate_stage_runs_on_its_own_after_the_earlier_stages(tmp_path / "store", reports)
+
+
+def _the_culture_task_is_in_the_record_and_drawn_in_04(record: pd.DataFrame, n_points: int, evaluate_notebook: Path) -> None:
+    """Macro-F1 per dataset and culture, the relations' means and their contrast reach the record at every
+    point, and notebook 04 draws them and shows both tables."""
+    culture = record[record.task == CULTURE_TASK]
+    per_point = culture.groupby(["attribute", "bias_type", "ratio", "seed"]).group.agg(set)
+    expected = {"offense", "offense:arabic", "offense:spanish", "hate:portuguese", "spam:chinese", "direct", "indirect",
+                "direct-indirect"}
+    assert len(per_point) == n_points and all(expected <= groups for groups in per_point), per_point
+    assert {"macro_f1", "mean_macro_f1", "mean_macro_f1_gap", "mean_macro_f1_gap_p"} <= set(culture.metric)
+    cells = json.loads(evaluate_notebook.read_text())["cells"]
+    [cell] = [c for c in cells if "culture_task.per_culture" in "".join(c["source"])]
+    outputs = cell["outputs"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the per-culture figure"
+    shown = "".join("".join(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "arabic" in shown and "mean_macro_f1_gap_p" in shown, shown
 
 
 def _the_mitigate_stage_runs_on_its_own_after_the_earlier_stages(store_root: Path, reports: Path) -> None:

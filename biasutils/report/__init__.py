@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..config import GENDERS, StudyParams
+from ..config import CULTURE_TASK, GENDERS, StudyParams
 from ..mix import BASELINE
 from ..stats import GAP_SEPARATOR, RECORD_KEYS, record_rows
 from ..store import Artifact, Store, write_text_atomic
+from ..tasks.culture import RELATIONS
 
 
 def grid_points(params: StudyParams) -> list[tuple[str, str, float, int]]:
@@ -310,7 +311,8 @@ def save_figures(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
     group_gaps = evaluations[evaluations.group.astype(str).str.contains(GAP_SEPARATOR, regex=False)]  # "female-male"
     drawings = (("accuracy_by_gender", accuracy_by_gender_figure, evaluations), ("group_gaps", gap_figure, group_gaps),
                 ("misalignment", misalignment_figure, metrics), ("aligned_tpr_gap", aligned_gap_figure, evaluations),
-                ("tpr_gap_vs_share", share_figure, evaluations), ("twin_shift", twin_shift_figure, evaluations))
+                ("tpr_gap_vs_share", share_figure, evaluations), ("twin_shift", twin_shift_figure, evaluations),
+                ("culture_relations", culture_relation_figure, evaluations))
     for name, draw, rows in drawings:
         figure = draw(rows)
         path = figures / f"{name}.png"
@@ -380,6 +382,36 @@ def share_figure(metrics: pd.DataFrame) -> plt.Figure:
         axis.legend(fontsize=6, loc="best")
     figure.tight_layout()
     return figure
+
+
+def culture_figure(per_culture: pd.DataFrame) -> plt.Figure:
+    """One evaluation's macro-F1 per culture classification dataset and per culture within it, with its
+    interval, coloured by the dataset's relation to the bias (:func:`biasutils.tasks.culture.per_culture`)."""
+    labels = [f"{d} · {c}" for d, c in zip(per_culture.dataset, per_culture.culture, strict=True)]
+    colours = dict(zip(RELATIONS, sns.color_palette(GAP_PALETTE, len(RELATIONS)), strict=True))
+    figure, axis = plt.subplots(figsize=(5.5, 0.3 * len(labels) + 1.2))
+    for k, row in enumerate(per_culture.itertuples()):
+        axis.errorbar(row.macro_f1, k, xerr=[[row.macro_f1 - row.ci_low], [row.ci_high - row.macro_f1]],
+                      fmt="o", color=colours[row.relation], capsize=2)
+    axis.set_yticks(range(len(labels)), labels)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("macro-F1")
+    axis.legend(handles=[plt.Line2D([], [], color=c, marker="o", ls="none") for c in colours.values()],
+                labels=list(colours), title="relation", fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def culture_relation_figure(metrics: pd.DataFrame) -> plt.Figure:
+    """Mean macro-F1 of the datasets directly and indirectly related to the bias vs γ, one panel per attribute
+    and bias type: the paper's culture classification result (the contrast and its p are in the record)."""
+    rows = with_baseline_per_bias_type(metrics)
+    rows = rows[(rows.task == CULTURE_TASK) & (rows.metric == "mean_macro_f1")]
+    if rows.empty:
+        return _empty_figure(f"no {CULTURE_TASK} rows: the task is not in this profile's grid")
+    rows = rows.assign(panel=rows.attribute + " points · " + rows.bias_type, relation=rows.group)
+    return lines_by_ratio(rows, col="panel", hue="relation", ylabel="mean macro-F1", sharey=True)
 
 
 def _empty_figure(message: str) -> plt.Figure:

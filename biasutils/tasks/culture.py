@@ -241,3 +241,24 @@ class CultureClassification(_Scoring):
             "n_a": sizes[0], "n_b": sizes[1],
         }], columns=list(stats.GAP_COLUMNS))
         return [rows, gap]
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def per_culture(metrics: pd.DataFrame, datasets: Sequence[CultureDataset]) -> pd.DataFrame:
+    """The task's macro-F1 rows of one evaluation, one per dataset (culture ``all``) and per culture within
+    it, each with its dataset's relation: what notebook 04 draws, one line per row."""
+    relation = {dataset.name: dataset.relation for dataset in datasets}
+    rows = metrics[metrics.metric == "macro_f1"]
+    parts = rows.group.str.partition(CELL_SEPARATOR)
+    return pd.DataFrame({
+        "dataset": parts[0], "culture": parts[2].replace("", "all"), "relation": parts[0].map(relation),
+        "macro_f1": rows.value, "ci_low": rows.ci_low, "ci_high": rows.ci_high, "n": rows.n,
+    }).reset_index(drop=True)
+
+
+def relation_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The mean macro-F1 of the direct and of the indirect datasets, and their contrast with its p."""
+    groups = [*RELATIONS, stats.GAP_SEPARATOR.join(RELATIONS)]
+    return metrics[metrics.group.isin(groups)].reset_index(drop=True)
