@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from .names import (
     BIAS_IN_BIOS_ROWS, BIAS_TYPES, CULTURES, CULTURE_TASK, DEFAULT_TASKS, GENDERS, MITIGATIONS, NAMED_CONTEXT,
-    NAMED_MODELS, OCCUPATIONS, TASKS, HUB_ID, Attribute, BiasType, Culture, DataSource, Device, Gender, Mitigation,
-    Occupation, PositiveInt, Precision, Ratio, Share, StageName, Task,
+    NAMED_MODELS, OCCUPATIONS, RELATIONS, TASKS, HUB_ID, Attribute, BiasType, Culture, DataSource, Device, Gender,
+    Mitigation, Occupation, PositiveInt, Precision, Ratio, Relation, Share, StageName, Task,
 )
 from .sections import (
     INHERITANCE_MEASURES, AccumulationTest, CultureDataset, Data, Evaluate, Executor, Finetune, Generate, Grid,
@@ -40,7 +40,8 @@ __all__ = [
     'Finetune', 'GENDERS', 'Gender', 'Generate', 'Grid', 'HUB_ID', 'INHERITANCE_MEASURES', 'Inheritance',
     'InheritanceMeasure', 'LoRA', 'LossMitigation', 'MITIGATIONS', 'MaskMitigation', 'Mitigate', 'Mitigation',
     'Mix', 'Models', 'Multiround', 'NAMED_CONTEXT', 'NAMED_MODELS', 'OCCUPATIONS', 'Occupation', 'OpenAIGenerator',
-    'PARAMS_DIR', 'ParamsError', 'PositiveInt', 'Precision', 'PrimaryTest', 'Probability', 'Ratio', 'Reproduction',
+    'PARAMS_DIR', 'ParamsError', 'PositiveInt', 'Precision', 'PrimaryTest', 'Probability', 'RELATIONS', 'Ratio',
+    'Relation', 'Reproduction',
     'Share', 'StageName', 'StageResources', 'StudyParams', 'TASKS', 'Task', 'TokenMitigation', 'VLLMGenerator',
     'apply_override', 'available_profiles', 'check_model_name', 'concrete_device', 'context_problems',
     'culture_problems', 'describe_error', 'load_params', 'mitigation_problems', 'mix_sizes', 'multiround_problems',

@@ -40,12 +40,14 @@ Mitigation = Literal["none", "token", "mask", "loss"]
 StageName = Literal["data", "generate", "mix", "finetune", "evaluate", "misalign", "mitigate", "multiround", "report"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
+Relation = Literal["direct", "indirect"]  # a culture dataset's task: does it detect the bias studied?
 
 BIAS_TYPES: tuple[str, ...] = get_args(BiasType)
 MITIGATIONS: tuple[str, ...] = get_args(Mitigation)
 OCCUPATIONS: tuple[str, ...] = get_args(Occupation)
 CULTURES: tuple[str, ...] = get_args(Culture)
 GENDERS: tuple[str, ...] = get_args(Gender)
+RELATIONS: tuple[str, ...] = get_args(Relation)
 TASKS: tuple[str, ...] = get_args(Task)
 # Tasks that read only the data a user names (evaluate.culture_datasets), so no default grid runs them.
 CULTURE_TASK = "culture_classification"

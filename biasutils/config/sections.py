@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from .names import (
     HUB_ID, BIAS_TYPES, CULTURES, DEFAULT_TASKS, NAMED_MODELS, OCCUPATIONS, Attribute, BiasType, Culture, DataSource,
-    Device, Mitigation, Occupation, PositiveInt, Precision, Ratio, Share, StageName, Task,
+    Device, Mitigation, Occupation, PositiveInt, Precision, Ratio, Relation, Share, StageName, Task,
 )
 
 
@@ -112,7 +112,7 @@ class VLLMGenerator(_Strict):
     """vLLM's offline engine on a GPU (``generate.backend: vllm``): the generator's weights in GPU memory."""
 
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(0.85, description="share of GPU memory vLLM may take")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    dtype: Precision = "auto"
     max_model_len: PositiveInt | None = Field(None, description="context length to reserve (null: the model's)")
     tensor_parallel_size: PositiveInt = 1
 
@@ -227,7 +227,7 @@ class CultureDataset(_Strict):
     label_field: str = "label"
     culture_field: str | None = Field(None, description="column holding each row's culture or language")
     culture: str | None = Field(None, description="the culture of every row (instead of culture_field)")
-    relation: Literal["direct", "indirect"]
+    relation: Relation
     labels: dict[str, Annotated[str, Field(min_length=1)]] | None = Field(
         None, description="raw label value -> the label name the model chooses (null: the values as written)")
     prompt: str | None = Field(None, description="template with {text} and {options} (null: the task's)")

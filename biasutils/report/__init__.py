@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..config import CULTURE_TASK, GENDERS, StudyParams
+from ..config import CULTURE_TASK, GENDERS, RELATIONS, StudyParams
 from ..mix import BASELINE
 from ..stats import GAP_SEPARATOR, RECORD_KEYS, record_rows
 from ..store import Artifact, Store, write_text_atomic
-from ..tasks.culture import RELATIONS
 
 
 def grid_points(params: StudyParams) -> list[tuple[str, str, float, int]]:

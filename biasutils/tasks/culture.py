@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from ..config import CULTURE_TASK, HUB_ID, PARAMS_DIR, CultureDataset, StudyParams
+from ..config import CULTURE_TASK, HUB_ID, PARAMS_DIR, RELATIONS, CultureDataset, StudyParams
 from ..data import TABLE_FORMATS, read_table
 from ..store import Store
 from .base import Item, _choices, _round_robin, _Scoring, _table
@@ -54,7 +54,6 @@ if TYPE_CHECKING:  # datasets is imported where a Hub dataset is loaded: it take
 CULTURE_PROMPT = "{text}\n\nWhich label fits this text? Answer with one of: {options}."  # [ours]
 OPTION_SEPARATOR = "; "  # joins the label names in {options}
 CELL_SEPARATOR = ":"  # joins dataset and culture in the group column: "osact:arabic"
-RELATIONS: tuple[str, str] = ("direct", "indirect")
 CONTRAST_TEST = "stratified_bootstrap"
 
 
