@@ -334,14 +334,19 @@ def _bootstrap_gap(
     return percentile_interval(gaps, ci)
 
 
+def defined_draws(draws: np.ndarray) -> np.ndarray:
+    """The bootstrap draws whose statistic is defined (finite): a resample that lost a group gives NaN or an
+    infinity, and every interval and test of the study leaves those draws out alike."""
+    draws = np.asarray(draws, dtype=float)
+    return draws[np.isfinite(draws)]
+
+
 def percentile_interval(draws: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
-    """The ``ci`` percentile interval of bootstrap draws, with the draws whose statistic is undefined (NaN or
-    infinite: a resample that lost a group) left out, and NaN bounds when none is left.
+    """The ``ci`` percentile interval of the :func:`defined_draws` of a bootstrap (NaN bounds when none is).
 
     The one definition behind every bootstrap interval of the study (gaps, inheritance totals, misalignments,
     the culture task), so that they all treat an undefined resample alike."""
-    draws = np.asarray(draws, dtype=float)
-    draws = draws[np.isfinite(draws)]
+    draws = defined_draws(draws)
     if not len(draws):
         return math.nan, math.nan
     low, high = np.quantile(draws, ci_quantiles(ci))
@@ -367,10 +372,9 @@ def bootstrap_p(differences: np.ndarray) -> float:
     share of draws at or beyond 0 on either side, each share as (count + 1) / (draws + 1) so that no p is 0.
 
     It is the test the percentile interval inverts: up to the +1, p < 1 - ci when the ci percentile interval
-    leaves out 0. NaN without draws.
+    leaves out 0. Only the :func:`defined_draws` count; NaN without any.
     """
-    differences = np.asarray(differences, dtype=float)
-    differences = differences[~np.isnan(differences)]
+    differences = defined_draws(differences)
     if not len(differences):
         return math.nan
     sides = [(np.sum(differences <= 0) + 1) / (len(differences) + 1), (np.sum(differences >= 0) + 1) / (len(differences) + 1)]
