@@ -27,7 +27,7 @@ from .sections import (
 )
 from .problems import (
     context_problems, culture_problems, mitigation_problems, mix_sizes, multiround_problems, rows_per_cell,
-    size_problems,
+    size_problems, task_lists,
 )
 from .loading import (
     PARAMS_DIR, apply_override, available_profiles, concrete_device, describe_error, load_params,
@@ -45,5 +45,6 @@ __all__ = [
     'Share', 'StageName', 'StageResources', 'StudyParams', 'TASKS', 'Task', 'TokenMitigation', 'VLLMGenerator',
     'apply_override', 'available_profiles', 'check_model_name', 'concrete_device', 'context_problems',
     'culture_problems', 'describe_error', 'load_params', 'mitigation_problems', 'mix_sizes', 'multiround_problems',
-    'parse_override_value', 'precision_key', 'resolve_device', 'rows_per_cell', 'size_problems', 'validate_params',
+    'parse_override_value', 'precision_key', 'resolve_device', 'rows_per_cell', 'size_problems', 'task_lists',
+    'validate_params',
 ]

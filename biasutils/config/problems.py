@@ -63,12 +63,16 @@ def size_problems(params: StudyParams) -> list[str]:
             + culture_problems(params))
 
 
+def task_lists(params: StudyParams) -> dict[str, list[str]]:
+    """Each params field that lists tasks to evaluate, and its tasks: where a task is asked for."""
+    return {"grid.tasks": list(params.grid.tasks), "multiround.tasks": list(params.multiround.tasks or [])}
+
+
 def culture_problems(params: StudyParams) -> list[str]:
     """The culture classification task asked for without a dataset: it has no items of its own."""
-    asked = {"grid.tasks": params.grid.tasks, "multiround.tasks": params.multiround.tasks or []}
     return [f"evaluate.culture_datasets: empty, but {field} includes {CULTURE_TASK}; allowed: one or more datasets "
             f"(name, path, text_field, label_field, culture_field or culture, relation), or {field} without it"
-            for field, tasks in asked.items() if CULTURE_TASK in tasks and not params.evaluate.culture_datasets]
+            for field, tasks in task_lists(params).items() if CULTURE_TASK in tasks and not params.evaluate.culture_datasets]
 
 
 def mitigation_problems(params: StudyParams) -> list[str]:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from ..config import CULTURE_TASK, HUB_ID, PARAMS_DIR, RELATIONS, CultureDataset, StudyParams
+from ..config import CULTURE_TASK, HUB_ID, PARAMS_DIR, RELATIONS, CultureDataset, StudyParams, task_lists
 from ..data import TABLE_FORMATS, read_table
 from ..store import Store
 from .base import Item, _choices, _round_robin, _Scoring, _table
@@ -168,7 +168,7 @@ def check_local_datasets(params: StudyParams) -> None:
     """Build the items of every local dataset a run evaluates, so a wrong column, label or path stops the
     command line with exit 2 before any training; a Hub dataset is checked when the evaluation loads it
     (that needs the network)."""
-    if CULTURE_TASK not in [*params.grid.tasks, *(params.multiround.tasks or [])]:
+    if not any(CULTURE_TASK in tasks for tasks in task_lists(params).values()):
         return
     for dataset in params.evaluate.culture_datasets:
         if is_local(dataset):
